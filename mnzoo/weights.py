@@ -1,0 +1,313 @@
+"""Weight metadata and verified resolution for mnzoo's pretrained weights.
+
+Metadata is data: every published weight ``<arch>.<tag>`` has one entry in
+``mnzoo/weights_manifest.json`` (sha256, file size, parameter count, metrics, Hub id) and one folder
+``weights_cards/<arch>.<tag>/`` in the repository, which is exactly the Hub repo ``mnzoo/<arch>.<tag>``.
+
+Resolution order for ``pretrained=True`` (``fetch_verified``):
+
+1. the local folder ``<weights dir>/<arch>.<tag>/model.safetensors`` when it exists (a checkout or a
+   torch.hub clone; the weights dir defaults to ``<repo root>/weights_cards`` and can be overridden with
+   ``MNZOO_WEIGHTS_DIR``);
+2. otherwise ``huggingface_hub.hf_hub_download`` of ``model.safetensors`` from the Hub id (respects
+   ``HF_ENDPOINT``; bounded timeouts).
+
+Two-level trust for the expected sha256:
+
+* weights in mnzoo's manifest are checked against the manifest, which ships inside the package, so a
+  changed file on disk or on the Hub is always caught;
+* other ``hf-hub:`` repos (e.g. a user's own ``mnzoo.hub.export``) are checked against the sha256 that
+  ``export`` recorded in the repo's ``config.json`` (``mnzoo.sha256``). That detects corruption and partial
+  uploads, but not a deliberate change of both files: it is an integrity check, not an authenticity one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+__all__ = [
+    'WeightsError', 'WeightsNotFoundError', 'IntegrityError', 'CorruptWeightsError', 'HubUnavailableError',
+    'WeightsEntry', 'WEIGHTS_FILENAME', 'CONFIG_FILENAME', 'HUB_ORG',
+    'manifest_path', 'weights_dir', 'load_manifest', 'get_entry', 'published', 'published_tags', 'hub_id',
+    'sha256_file', 'check_safetensors', 'verify_file', 'fetch_verified',
+]
+
+WEIGHTS_FILENAME = 'model.safetensors'
+CONFIG_FILENAME = 'config.json'
+HUB_ORG = 'mnzoo'
+#: seconds for the metadata (HEAD) and the download requests; a dead server fails fast instead of hanging.
+HUB_TIMEOUT_S = float(os.environ.get('MNZOO_HUB_TIMEOUT', '10'))
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_MANIFEST_CACHE: Dict[Tuple[str, int], Dict[str, Dict[str, Any]]] = {}
+
+
+class WeightsError(RuntimeError):
+    """Base class for every pretrained-weight problem mnzoo reports."""
+
+
+class WeightsNotFoundError(WeightsError):
+    """No weight is published for the requested ``<arch>.<tag>``, or the Hub repo/file does not exist."""
+
+
+class IntegrityError(WeightsError):
+    """The file's sha256 differs from the recorded one (tampered or corrupted download)."""
+
+
+class CorruptWeightsError(WeightsError):
+    """The file is not a readable safetensors file."""
+
+
+class HubUnavailableError(WeightsError):
+    """The Hub endpoint could not be reached within the timeout."""
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One published weight, as recorded in the manifest."""
+    name: str                      # '<arch>.<tag>'
+    hf_hub_id: str
+    sha256: str
+    file_size: int
+    num_params: int
+    metrics: Dict[str, Any]
+    extra: Dict[str, Any]
+
+    @property
+    def architecture(self) -> str:
+        return self.name.split('.', 1)[0]
+
+    @property
+    def tag(self) -> str:
+        return self.name.split('.', 1)[1]
+
+
+# ---------------------------------------------------------------------------------------------- locations
+
+def manifest_path() -> Path:
+    """The manifest in use: ``$MNZOO_MANIFEST`` if set (tests, private zoos), else the packaged one."""
+    env = os.environ.get('MNZOO_MANIFEST')
+    return Path(env) if env else _PACKAGE_DIR / 'weights_manifest.json'
+
+
+def weights_dir() -> Path:
+    """Folder holding ``<arch>.<tag>/`` weight cards: ``$MNZOO_WEIGHTS_DIR`` or ``<repo root>/weights_cards``."""
+    env = os.environ.get('MNZOO_WEIGHTS_DIR')
+    return Path(env) if env else _PACKAGE_DIR.parent / 'weights_cards'
+
+
+# ---------------------------------------------------------------------------------------------- manifest
+
+def load_manifest(path: Optional[Union[str, Path]] = None) -> Dict[str, Dict[str, Any]]:
+    """Read the manifest (``{'<arch>.<tag>': {...}}``); a missing file is an empty manifest."""
+    path = Path(path) if path is not None else manifest_path()
+    if not path.is_file():
+        return {}
+    key = (str(path), path.stat().st_mtime_ns)
+    if key not in _MANIFEST_CACHE:
+        try:
+            data = json.loads(path.read_text(encoding='utf-8'))
+        except json.JSONDecodeError as e:
+            raise WeightsError(f'Weights manifest {path} is not valid JSON: {e}') from e
+        if not isinstance(data, dict):
+            raise WeightsError(f'Weights manifest {path} must hold a JSON object keyed by "<arch>.<tag>".')
+        _MANIFEST_CACHE.clear()
+        _MANIFEST_CACHE[key] = data
+    return _MANIFEST_CACHE[key]
+
+
+def get_entry(name: str, manifest: Optional[Mapping[str, Any]] = None) -> Optional[WeightsEntry]:
+    """The manifest entry of ``<arch>.<tag>``, or None when that weight is not published."""
+    manifest = load_manifest() if manifest is None else manifest
+    raw = manifest.get(name)
+    if raw is None:
+        return None
+    known = {'hf_hub_id', 'sha256', 'file_size', 'num_params', 'metrics'}
+    return WeightsEntry(
+        name=name,
+        hf_hub_id=raw.get('hf_hub_id') or f'{HUB_ORG}/{name}',
+        sha256=raw['sha256'],
+        file_size=int(raw['file_size']),
+        num_params=int(raw['num_params']),
+        metrics=dict(raw.get('metrics') or {}),
+        extra={k: v for k, v in raw.items() if k not in known},
+    )
+
+
+def published(arch: Optional[str] = None) -> List[str]:
+    """Sorted ``<arch>.<tag>`` names of every published weight (of one architecture if given)."""
+    names = sorted(load_manifest())
+    return [n for n in names if arch is None or n.split('.', 1)[0] == arch]
+
+
+def published_tags(arch: str) -> List[str]:
+    """Tags with published weights for ``arch``."""
+    return [n.split('.', 1)[1] for n in published(arch)]
+
+
+def hub_id(arch: str, tag: str) -> Optional[str]:
+    """``'mnzoo/<arch>.<tag>'`` if that weight is published (in the manifest), else None.
+
+    Model families use this for ``hf_hub_id`` in their ``default_cfgs`` so that
+    ``timm.list_pretrained()`` only lists weights that exist.
+    """
+    entry = get_entry(f'{arch}.{tag}')
+    return entry.hf_hub_id if entry is not None else None
+
+
+# ---------------------------------------------------------------------------------------------- integrity
+
+def sha256_file(path: Union[str, Path]) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_safetensors(path: Union[str, Path]) -> None:
+    """Raise CorruptWeightsError unless ``path`` is a well-formed safetensors file (header and data extent)."""
+    path = Path(path)
+    size = path.stat().st_size
+    problem = None
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(8)
+            if len(head) < 8:
+                problem = 'file shorter than the 8-byte header length'
+            else:
+                (n,) = struct.unpack('<Q', head)
+                if n > size - 8:
+                    problem = f'header length {n} exceeds the file size {size}'
+                else:
+                    header = json.loads(f.read(n).decode('utf-8'))
+                    ends = [v['data_offsets'][1] for k, v in header.items() if k != '__metadata__']
+                    if 8 + n + max(ends, default=0) != size:
+                        problem = 'tensor data does not match the file size (truncated or padded)'
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, IndexError, AttributeError) as e:
+        problem = f'unreadable header ({type(e).__name__}: {e})'
+    if problem:
+        raise CorruptWeightsError(f'{path} is not a valid safetensors file: {problem}.')
+
+
+def verify_file(path: Union[str, Path], expected_sha256: str) -> Path:
+    """Check format then sha256 of a weight file; return the path. Raises on any mismatch."""
+    path = Path(path)
+    check_safetensors(path)
+    actual = sha256_file(path)
+    if actual != expected_sha256.lower():
+        raise IntegrityError(
+            f'sha256 mismatch for {path}: expected {expected_sha256}, got {actual}. '
+            f'The file was modified or corrupted; delete it (and its Hub cache entry) and download it again.')
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- Hub access
+
+def _hf_download(repo_id: str, filename: str, revision: Optional[str] = None) -> Path:
+    """``hf_hub_download`` with bounded timeouts and mnzoo errors that say what went wrong."""
+    import huggingface_hub
+    from huggingface_hub import constants as hf_constants
+    from huggingface_hub.errors import (
+        EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+    endpoint = os.environ.get('HF_ENDPOINT') or hf_constants.ENDPOINT
+    endpoint = endpoint.rstrip('/')
+    # The download timeout is a module constant in huggingface_hub; bound it too.
+    hf_constants.HF_HUB_DOWNLOAD_TIMEOUT = min(hf_constants.HF_HUB_DOWNLOAD_TIMEOUT, HUB_TIMEOUT_S)
+    where = f'{filename} of Hub repo {repo_id!r} at {endpoint}'
+    try:
+        path = huggingface_hub.hf_hub_download(
+            repo_id=repo_id, filename=filename, revision=revision, endpoint=endpoint,
+            etag_timeout=HUB_TIMEOUT_S, library_name='mnzoo')
+    except RepositoryNotFoundError as e:
+        raise WeightsNotFoundError(f'Hub repo {repo_id!r} does not exist at {endpoint} (or is private).') from e
+    except RevisionNotFoundError as e:
+        raise WeightsNotFoundError(f'Revision {revision!r} of Hub repo {repo_id!r} not found at {endpoint}.') from e
+    except EntryNotFoundError as e:
+        raise WeightsNotFoundError(f'Hub repo {repo_id!r} at {endpoint} has no file {filename!r}.') from e
+    except LocalEntryNotFoundError as e:
+        raise HubUnavailableError(
+            f'Could not download {where}: the Hub did not answer within {HUB_TIMEOUT_S:g} s and the file is '
+            f'not cached. Check the network / HF_ENDPOINT, or use a checkout with weights_cards/.') from e
+    except HfHubHTTPError as e:
+        raise HubUnavailableError(f'Hub error while downloading {where}: {e}') from e
+    except OSError as e:  # network errors raised as-is (httpx errors derive from Exception, handled below)
+        raise HubUnavailableError(f'Could not download {where}: {e}') from e
+    except Exception as e:  # httpx transport errors, timeouts
+        if type(e).__module__.split('.')[0].startswith('httpx'):
+            raise HubUnavailableError(f'Could not reach the Hub for {where}: {type(e).__name__}: {e}') from e
+        raise
+    return Path(path)
+
+
+def _split_hub_id(hf_hub_id: str) -> Tuple[str, Optional[str]]:
+    repo, _, rev = hf_hub_id.partition('@')
+    return repo, (rev or None)
+
+
+def _cfg_get(cfg: Any, key: str) -> Any:
+    if isinstance(cfg, Mapping):
+        return cfg.get(key)
+    return getattr(cfg, key, None)
+
+
+def _weight_name(cfg: Any) -> Tuple[Optional[str], Optional[str]]:
+    """(arch, tag) of a pretrained cfg; for ``hf-hub:mnzoo/<arch>.<tag>`` cfgs the tag comes from the id."""
+    arch, tag = _cfg_get(cfg, 'architecture'), _cfg_get(cfg, 'tag')
+    hid = _cfg_get(cfg, 'hf_hub_id')
+    if not tag and hid:
+        repo, _ = _split_hub_id(hid)
+        base = repo.rsplit('/', 1)[-1]
+        if '.' in base and (arch is None or base.split('.', 1)[0] == arch):
+            arch, tag = base.split('.', 1)
+    return arch, tag
+
+
+def fetch_verified(pretrained_cfg: Any) -> Path:
+    """Local path of a sha256-verified ``model.safetensors`` for a resolved timm pretrained cfg.
+
+    ``pretrained_cfg`` is timm's ``PretrainedCfg`` (or its dict form) with ``architecture``, ``tag`` and
+    ``hf_hub_id``. Weights in the manifest come from the local weights dir if present, else the Hub, and are
+    checked against the manifest sha256. Other ``hf-hub:`` repos (``source == 'hf-hub'``) are checked
+    against ``config.json``'s ``mnzoo.sha256``. Raises a ``WeightsError`` subclass naming the problem.
+    """
+    arch, tag = _weight_name(pretrained_cfg)
+    hid = _cfg_get(pretrained_cfg, 'hf_hub_id')
+    source = _cfg_get(pretrained_cfg, 'source')
+    name = f'{arch}.{tag}' if arch and tag else (arch or '?')
+    entry = get_entry(name) if arch and tag else None
+    # A user's own hf-hub repo that merely shares a name with a published weight is still theirs.
+    if entry is not None and source == 'hf-hub' and hid and _split_hub_id(hid)[0] != entry.hf_hub_id:
+        entry = None
+
+    if entry is not None:
+        local = weights_dir() / entry.name / WEIGHTS_FILENAME
+        if local.is_file():
+            return verify_file(local, entry.sha256)
+        repo, rev = _split_hub_id(hid) if hid else (entry.hf_hub_id, None)
+        return verify_file(_hf_download(repo, WEIGHTS_FILENAME, rev), entry.sha256)
+
+    if source == 'hf-hub' and hid:
+        repo, rev = _split_hub_id(hid)
+        cfg_path = _hf_download(repo, CONFIG_FILENAME, rev)
+        try:
+            expected = json.loads(cfg_path.read_text(encoding='utf-8'))['mnzoo']['sha256']
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise IntegrityError(
+                f'Hub repo {repo!r} has no recorded sha256 (config.json key "mnzoo.sha256"), so its weights '
+                f'cannot be verified. Re-export it with mnzoo.hub.export.') from e
+        return verify_file(_hf_download(repo, WEIGHTS_FILENAME, rev), expected)
+
+    tags = published_tags(arch) if arch else []
+    avail = ', '.join(f'{arch}.{t}' for t in tags) if tags else 'none'
+    raise WeightsNotFoundError(
+        f'No published weights for {name!r}. Published weights for {arch}: {avail}. '
+        f'Use pretrained=False for random init.')
