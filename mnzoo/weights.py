@@ -34,7 +34,7 @@ __all__ = [
     'WeightsError', 'WeightsNotFoundError', 'IntegrityError', 'CorruptWeightsError', 'HubUnavailableError',
     'WeightsEntry', 'WEIGHTS_FILENAME', 'CONFIG_FILENAME', 'HUB_ORG',
     'manifest_path', 'weights_dir', 'load_manifest', 'get_entry', 'published', 'published_tags', 'hub_id',
-    'sha256_file', 'check_safetensors', 'verify_file', 'fetch_verified',
+    'sha256_file', 'check_safetensors', 'verify_file', 'fetch_verified', 'pretrained_overlay',
 ]
 
 WEIGHTS_FILENAME = 'model.safetensors'
@@ -311,3 +311,38 @@ def fetch_verified(pretrained_cfg: Any) -> Path:
     raise WeightsNotFoundError(
         f'No published weights for {name!r}. Published weights for {arch}: {avail}. '
         f'Use pretrained=False for random init.')
+
+
+def pretrained_overlay(
+        variant: str,
+        pretrained_cfg: Any = None,
+        pretrained_cfg_overlay: Optional[Dict[str, Any]] = None,
+        in_chans: Optional[int] = None,
+) -> Dict[str, Any]:
+    """The ``pretrained_cfg_overlay`` a family's ``_create_*`` passes to ``build_model_with_cfg`` when pretrained.
+
+    Resolves the cfg exactly as timm will (registry tag, or the dict timm built from an ``hf-hub:`` config),
+    fetches and verifies the weight file, and points timm's own loader at it. ``source`` is reset because
+    timm ignores ``file`` for ``source='hf-hub'`` cfgs and would otherwise download the file again unverified.
+
+    Usage in a family file::
+
+        if pretrained:
+            kwargs['pretrained_cfg_overlay'] = pretrained_overlay(
+                variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'), kwargs.get('in_chans'))
+        return build_model_with_cfg(Model, variant, pretrained, **kwargs)
+    """
+    from timm.models._builder import resolve_pretrained_cfg
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=pretrained_cfg_overlay)
+    if in_chans is not None:
+        src = (cfg.input_size or (3,))[0]
+        if in_chans != src and not cfg.first_conv:
+            arch, tag = _weight_name(cfg)
+            raise ValueError(
+                f'in_chans={in_chans} is incompatible with the {arch}.{tag} weights, which were trained on {src} '
+                f'input channels, and {arch} names no first_conv that timm could adapt. '
+                f'Use in_chans={src} or pretrained=False.')
+    path = fetch_verified(cfg)
+    overlay = dict(pretrained_cfg_overlay or {})
+    overlay.update(file=str(path), source='file', custom_load=False)
+    return overlay
