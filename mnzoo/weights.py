@@ -34,7 +34,7 @@ __all__ = [
     'WeightsError', 'WeightsNotFoundError', 'IntegrityError', 'CorruptWeightsError', 'HubUnavailableError',
     'WeightsEntry', 'WEIGHTS_FILENAME', 'CONFIG_FILENAME', 'HUB_ORG',
     'manifest_path', 'weights_dir', 'load_manifest', 'get_entry', 'published', 'published_tags', 'hub_id',
-    'sha256_file', 'check_safetensors', 'verify_file', 'fetch_verified', 'pretrained_overlay',
+    'hub_endpoint', 'check_hub_reachable', 'sha256_file', 'check_safetensors', 'verify_file', 'fetch_verified', 'pretrained_overlay',
 ]
 
 WEIGHTS_FILENAME = 'model.safetensors'
@@ -210,41 +210,82 @@ def verify_file(path: Union[str, Path], expected_sha256: str) -> Path:
 
 # ---------------------------------------------------------------------------------------------- Hub access
 
+def _probe_endpoint(url: str, timeout: float) -> Optional[str]:
+    """None if the server at ``url`` answers an HTTP HEAD (any status) within ``timeout`` s, else the reason.
+
+    huggingface_hub retries network errors with backoff and a 60 s timeout when nothing is cached, which can
+    take minutes against a dead or black-holed endpoint; one bounded probe first keeps failures fast.
+    """
+    import urllib.error
+    import urllib.request
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method='HEAD'), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # the server answered (401/404/...): it is up; hf_hub_download reports the status
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        return f'{type(e).__name__}: {getattr(e, "reason", e)}'
+    return None
+
+
+def hub_endpoint() -> str:
+    """The Hub endpoint in use: ``$HF_ENDPOINT`` read now (not at import), else huggingface_hub's default."""
+    from huggingface_hub import constants as hf_constants
+    return (os.environ.get('HF_ENDPOINT') or hf_constants.ENDPOINT).rstrip('/')
+
+
+def check_hub_reachable(repo_id: str, filename: str = CONFIG_FILENAME, revision: Optional[str] = None) -> None:
+    """Raise HubUnavailableError within ``MNZOO_HUB_TIMEOUT`` s if the endpoint does not answer for this file."""
+    from huggingface_hub import hf_hub_url
+    endpoint = hub_endpoint()
+    url = hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint)
+    reason = _probe_endpoint(url, HUB_TIMEOUT_S)
+    if reason is not None:
+        raise HubUnavailableError(
+            f'The Hub at {endpoint} did not answer within {HUB_TIMEOUT_S:g} s ({reason}) while fetching '
+            f'{filename} of {repo_id!r}. Check the network / HF_ENDPOINT, or load from a checkout with weights_cards/.')
+
+
 def _hf_download(repo_id: str, filename: str, revision: Optional[str] = None) -> Path:
-    """``hf_hub_download`` with bounded timeouts and mnzoo errors that say what went wrong."""
+    """``hf_hub_download`` with a bounded reachability probe and mnzoo errors that say what went wrong.
+
+    If the endpoint does not answer but the file is in the local Hub cache, the cached copy is used
+    (the caller verifies its sha256 anyway).
+    """
     import huggingface_hub
     from huggingface_hub import constants as hf_constants
     from huggingface_hub.errors import (
         EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
         RevisionNotFoundError,
     )
-    endpoint = os.environ.get('HF_ENDPOINT') or hf_constants.ENDPOINT
-    endpoint = endpoint.rstrip('/')
+    endpoint = hub_endpoint()
+    try:
+        check_hub_reachable(repo_id, filename, revision)
+    except HubUnavailableError:
+        cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, revision=revision)
+        if isinstance(cached, str) and os.path.isfile(cached):
+            return Path(cached)
+        raise
     # The download timeout is a module constant in huggingface_hub; bound it too.
-    hf_constants.HF_HUB_DOWNLOAD_TIMEOUT = min(hf_constants.HF_HUB_DOWNLOAD_TIMEOUT, HUB_TIMEOUT_S)
+    hf_constants.HF_HUB_DOWNLOAD_TIMEOUT = min(hf_constants.HF_HUB_DOWNLOAD_TIMEOUT, int(max(HUB_TIMEOUT_S, 1)))
     where = f'{filename} of Hub repo {repo_id!r} at {endpoint}'
     try:
         path = huggingface_hub.hf_hub_download(
             repo_id=repo_id, filename=filename, revision=revision, endpoint=endpoint,
             etag_timeout=HUB_TIMEOUT_S, library_name='mnzoo')
     except RepositoryNotFoundError as e:
-        raise WeightsNotFoundError(f'Hub repo {repo_id!r} does not exist at {endpoint} (or is private).') from e
+        raise WeightsNotFoundError(
+            f'Hub repo {repo_id!r} not found at {endpoint} (missing or private; while fetching {filename}).') from e
     except RevisionNotFoundError as e:
         raise WeightsNotFoundError(f'Revision {revision!r} of Hub repo {repo_id!r} not found at {endpoint}.') from e
-    except EntryNotFoundError as e:
-        raise WeightsNotFoundError(f'Hub repo {repo_id!r} at {endpoint} has no file {filename!r}.') from e
     except LocalEntryNotFoundError as e:
         raise HubUnavailableError(
-            f'Could not download {where}: the Hub did not answer within {HUB_TIMEOUT_S:g} s and the file is '
-            f'not cached. Check the network / HF_ENDPOINT, or use a checkout with weights_cards/.') from e
+            f'Could not download {where} and it is not cached: {e}') from e
+    except EntryNotFoundError as e:
+        raise WeightsNotFoundError(f'Hub repo {repo_id!r} at {endpoint} has no file {filename!r}.') from e
     except HfHubHTTPError as e:
         raise HubUnavailableError(f'Hub error while downloading {where}: {e}') from e
-    except OSError as e:  # network errors raised as-is (httpx errors derive from Exception, handled below)
+    except OSError as e:
         raise HubUnavailableError(f'Could not download {where}: {e}') from e
-    except Exception as e:  # httpx transport errors, timeouts
-        if type(e).__module__.split('.')[0].startswith('httpx'):
-            raise HubUnavailableError(f'Could not reach the Hub for {where}: {type(e).__name__}: {e}') from e
-        raise
     return Path(path)
 
 
