@@ -1,5 +1,20 @@
 """mnzoo: the model zoo for Mode Normalization (Deecke, Murray & Bilen, ICLR 2019)."""
-from .layers import ModeGroupNorm, ModeNorm1d, ModeNorm2d
+from .layers import (
+    ModeGroupNorm,
+    ModeNorm1d,
+    ModeNorm2d,
+    SyncModeNorm2d,
+    convert_sync_mode_norm,
+    convert_to_mode_norm,
+)
 
 __version__ = "0.1.0"
-__all__ = ["ModeNorm2d", "ModeNorm1d", "ModeGroupNorm", "__version__"]
+__all__ = [
+    "ModeNorm2d",
+    "ModeNorm1d",
+    "ModeGroupNorm",
+    "SyncModeNorm2d",
+    "convert_sync_mode_norm",
+    "convert_to_mode_norm",
+    "__version__",
+]

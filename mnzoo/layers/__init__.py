@@ -1,4 +1,21 @@
 """Normalisation layers of mnzoo: MN, MGN, their synchronised variant and model conversion."""
-from .mode_norm import ModeGroupNorm, ModeNorm1d, ModeNorm2d, mode_group_norm_coefficients, mode_norm_coefficients
+from .convert import convert_to_mode_norm
+from .mode_norm import (
+    ModeGroupNorm,
+    ModeNorm1d,
+    ModeNorm2d,
+    mode_group_norm_coefficients,
+    mode_norm_coefficients,
+)
+from .sync import SyncModeNorm2d, convert_sync_mode_norm
 
-__all__ = ["ModeNorm2d", "ModeNorm1d", "ModeGroupNorm", "mode_norm_coefficients", "mode_group_norm_coefficients"]
+__all__ = [
+    "ModeNorm2d",
+    "ModeNorm1d",
+    "ModeGroupNorm",
+    "SyncModeNorm2d",
+    "convert_sync_mode_norm",
+    "convert_to_mode_norm",
+    "mode_norm_coefficients",
+    "mode_group_norm_coefficients",
+]

@@ -304,10 +304,13 @@ class ModeNorm2d(_NormBase):
     def _all_reduce(self) -> Reducer:
         return _identity
 
+    def _local_batch_ok(self, n: int) -> bool:
+        return n >= 2
+
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         use_batch_stats = self.training or not self.track_running_stats
-        if use_batch_stats and x.shape[0] < 2:
+        if use_batch_stats and not self._local_batch_ok(x.shape[0]):
             raise ValueError(
                 f"{self._get_name()}({self.extra_repr()}): a batch of {x.shape[0]} sample cannot "
                 "give mode statistics in training; use batches of 2 or more, or call .eval()")
