@@ -1,0 +1,256 @@
+"""Model-card rendering: Hub YAML front matter plus a body built only from the numbers we are given.
+
+The card never invents a number: measured metrics come from the training run's ``metrics.json`` (passed to
+``export``), and the paper's numbers come from ``PAPER_RESULTS`` below, transcribed from the paper's tables
+with the table named next to each.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import yaml
+
+__all__ = ['PAPER_RESULTS', 'BIBTEX', 'DATASETS', 'load_metrics', 'eval_sets', 'paper_rows', 'render_card',
+           'parse_front_matter']
+
+PAPER = 'Mode Normalization (Deecke, Murray & Bilen, ICLR 2019, arXiv:1810.05466)'
+
+BIBTEX = """@inproceedings{deecke2019mode,
+  title     = {Mode Normalization},
+  author    = {Deecke, Lucas and Murray, Iain and Bilen, Hakan},
+  booktitle = {International Conference on Learning Representations (ICLR)},
+  year      = {2019},
+  eprint    = {1810.05466},
+  archivePrefix = {arXiv},
+  url       = {https://arxiv.org/abs/1810.05466}
+}"""
+
+#: tag -> (Hub dataset ids for the front matter, human name)
+DATASETS: Dict[str, Tuple[List[str], str]] = {
+    'cifar10': (['cifar10'], 'CIFAR-10'),
+    'cifar100': (['cifar100'], 'CIFAR-100'),
+    'multidomain': (['mnist', 'cifar10', 'fashion_mnist'], 'multi-domain (MNIST + CIFAR-10 + Fashion-MNIST)'),
+    'in1k': (['imagenet-1k'], 'ImageNet-1k (ILSVRC12)'),
+    'mnist': (['mnist'], 'MNIST'),
+    'fashion_mnist': (['fashion_mnist'], 'Fashion-MNIST'),
+}
+
+# Paper numbers, as test error (%) = 100 - top-1 accuracy; (value, std or None, where, setting).
+# Keys are '<arch>.<tag>'; LeNet MN rows are keyed by K as well.
+PAPER_RESULTS: Dict[str, List[Dict[str, Any]]] = {}
+
+
+def _add(name: str, err: float, where: str, setting: str, std: Optional[float] = None,
+         metric: str = 'top1', num_modes: Optional[int] = None) -> None:
+    PAPER_RESULTS.setdefault(name, []).append(
+        dict(metric=metric, error=err, std=std, where=where, setting=setting, num_modes=num_modes))
+
+
+_MD = '4 domains (MNIST, CIFAR-10, SVHN, Fashion-MNIST), 40 classes, N=128, mean of 5 runs'
+_add('lenet_bn.multidomain', 26.91, 'Table 1', _MD, 1.08)
+_add('lenet_in.multidomain', 28.87, 'Table 1', _MD, 2.28)
+_add('lenet_ln.multidomain', 27.31, 'Table 1', _MD, 0.71)
+_add('lenet_mn.multidomain', 23.16, 'Table 1', _MD + ', K=2', 1.23, num_modes=2)
+_add('lenet_mn.multidomain', 24.25, 'Table 1', _MD + ', K=4', 0.71, num_modes=4)
+_add('lenet_mn.multidomain', 25.12, 'Table 1', _MD + ', K=6', 1.48, num_modes=6)
+for _ds, _name, _vals in (('cifar10', 'CIFAR-10', (8.82, 8.42, 8.28, 7.79, 8.44, 7.99, 6.87, 6.47)),
+                          ('cifar100', 'CIFAR-100', (32.30, 31.66, 31.15, 30.06, 32.24, 31.52, 29.70, 28.69))):
+    _add(f'nin_bn.{_ds}', _vals[0], 'Table 3', f'NIN + BN, {_name}, 100 epochs')
+    _add(f'nin_mn.{_ds}', _vals[1], 'Table 3', f'NIN + MN (K=2), {_name}, 100 epochs', num_modes=2)
+    _add(f'vgg13_cifar_bn.{_ds}', _vals[2], 'Table 3', f'VGG13 + BN, {_name}, 100 epochs')
+    _add(f'vgg13_cifar_mn.{_ds}', _vals[3], 'Table 3', f'VGG13 + MN (K=2), {_name}, 100 epochs', num_modes=2)
+    _add(f'resnet20_bn.{_ds}', _vals[4], 'Table 4', f'ResNet20 + BN, {_name}, 160 epochs')
+    _add(f'resnet20_mn.{_ds}', _vals[5], 'Table 4', f'ResNet20 + MN (K=2), {_name}, 160 epochs', num_modes=2)
+    _add(f'resnet56_bn.{_ds}', _vals[6], 'Table 4', f'ResNet56 + BN, {_name}, 160 epochs')
+    _add(f'resnet56_mn.{_ds}', _vals[7], 'Table 4', f'ResNet56 + MN (K=2), {_name}, 160 epochs', num_modes=2)
+_add('resnet18_mn.in1k', 30.07, 'Table 5', 'ResNet18 + MN (K=2), ILSVRC12 val, 90 epochs', num_modes=2)
+_add('resnet18_mn.in1k', 10.65, 'Table 5', 'ResNet18 + MN (K=2), ILSVRC12 val, 90 epochs', metric='top5',
+     num_modes=2)
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+def load_metrics(metrics: Union[None, str, Path, Mapping[str, Any]]) -> Dict[str, Any]:
+    """Accept the training run's metrics as a dict or a path to ``metrics.json``."""
+    if metrics is None:
+        return {}
+    if isinstance(metrics, (str, Path)):
+        path = Path(metrics)
+        if not path.is_file():
+            raise FileNotFoundError(f'metrics file {path} does not exist')
+        return json.loads(path.read_text(encoding='utf-8'))
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f'metrics must be a dict or a path to metrics.json, got {type(metrics).__name__}')
+    return dict(metrics)
+
+
+def _is_result(v: Any) -> bool:
+    return isinstance(v, Mapping) and ('top1' in v or 'top5' in v)
+
+
+def eval_sets(metrics: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """Per-eval-set results ``{set name: {'top1': .., 'top5': .., ...}}`` from a metrics.json dict.
+
+    Accepts ``{'eval': {name: {...}}}`` (also ``eval_sets`` / ``results``), top-level ``{name: {'top1': ..}}``
+    entries, or flat ``{'top1': .., 'top5': ..}`` (named by ``eval_set`` or ``'test'``).
+    """
+    for key in ('eval', 'eval_sets', 'results'):
+        block = metrics.get(key)
+        if isinstance(block, Mapping) and block and all(_is_result(v) for v in block.values()):
+            return {str(k): dict(v) for k, v in block.items()}
+    nested = {str(k): dict(v) for k, v in metrics.items() if _is_result(v)}
+    if nested:
+        return nested
+    if 'top1' in metrics or 'top5' in metrics:
+        return {str(metrics.get('eval_set', 'test')): {k: metrics[k] for k in ('top1', 'top5') if k in metrics}}
+    return {}
+
+
+def _first(metrics: Mapping[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if metrics.get(k) is not None:
+            return metrics[k]
+    return None
+
+
+def paper_rows(name: str, num_modes: Optional[int]) -> List[Dict[str, Any]]:
+    """Paper results for ``<arch>.<tag>`` (matching K where the paper varies it)."""
+    rows = PAPER_RESULTS.get(name, [])
+    return [r for r in rows if r['num_modes'] is None or num_modes is None or r['num_modes'] == num_modes]
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+def _fmt(v: Any, nd: int = 2) -> str:
+    if isinstance(v, float):
+        return f'{v:.{nd}f}'
+    return '–' if v is None else str(v)
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return _fmt(seconds)
+    h, rem = divmod(int(round(seconds)), 3600)
+    return f'{seconds:.0f} s ({h} h {rem // 60:02d} min)'
+
+
+def parse_front_matter(text: str) -> Tuple[Dict[str, Any], str]:
+    """Split a card into (YAML front matter dict, body)."""
+    if not text.startswith('---\n'):
+        return {}, text
+    end = text.index('\n---\n', 4)
+    return yaml.safe_load(text[4:end]) or {}, text[end + 5:]
+
+
+def _front_matter(name: str, license: str, datasets: List[str], tags: List[str],
+                  sets: Dict[str, Dict[str, Any]], dataset_name: str) -> Dict[str, Any]:
+    fm: Dict[str, Any] = {'library_name': 'timm', 'license': license, 'pipeline_tag': 'image-classification'}
+    if datasets:
+        fm['datasets'] = datasets
+    fm['tags'] = tags
+    results = []
+    for set_name, res in sets.items():
+        metrics = []
+        for key, label in (('top1', 'top-1 accuracy'), ('top5', 'top-5 accuracy')):
+            if res.get(key) is not None:
+                metrics.append({'type': 'accuracy' if key == 'top1' else 'top_5_accuracy', 'name': label,
+                                'value': float(res[key])})
+        if metrics:
+            results.append({
+                'task': {'type': 'image-classification', 'name': 'Image Classification'},
+                'dataset': {'type': datasets[0] if datasets else set_name,
+                            'name': f'{dataset_name}: {set_name}', 'split': 'test'},
+                'metrics': metrics,
+            })
+    if results:
+        fm['model-index'] = [{'name': name, 'results': results}]
+    return fm
+
+
+def render_card(
+        *,
+        name: str,
+        num_params: int,
+        num_modes: Optional[int],
+        sha256: str,
+        file_size: int,
+        pretrained_cfg: Mapping[str, Any],
+        metrics: Mapping[str, Any],
+        recipe: Optional[str] = None,
+        command: Optional[str] = None,
+        license: str = 'apache-2.0',
+        deviations: Optional[List[str]] = None,
+        limitations: Optional[List[str]] = None,
+        notes: Optional[str] = None,
+) -> str:
+    """The README.md model card for one exported weight ``<arch>.<tag>``."""
+    arch, _, tag = name.partition('.')
+    ds_ids, ds_name = DATASETS.get(tag, ([], tag))
+    sets = eval_sets(metrics)
+    norm = arch.rsplit('_', 1)[-1]
+    tags = ['image-classification', 'timm', 'mnzoo', 'mode-normalization', f'norm-{norm}', 'arxiv:1810.05466']
+    fm = _front_matter(name, license, ds_ids, tags, sets, ds_name)
+    in_size = tuple(pretrained_cfg.get('input_size') or ())
+    labels = pretrained_cfg.get('label_names')
+    k_text = (f'{num_modes} (Mode Normalization with K={num_modes})' if num_modes
+              else 'none (no Mode Normalization layers; a baseline)')
+
+    out: List[str] = ['---', yaml.safe_dump(fm, sort_keys=False).rstrip(), '---', '', f'# {name}', '']
+    out += [f'`{arch}` trained on {ds_name}, from the mnzoo model zoo for {PAPER}.', '']
+    if notes:
+        out += [notes.strip(), '']
+    out += ['## Model details', '',
+            f'- **Architecture:** `{arch}` (normalisation `{norm}`)',
+            f'- **Modes K:** {k_text}',
+            f'- **Parameters:** {num_params:,}',
+            f'- **Input:** {" x ".join(str(s) for s in in_size)}, mean {tuple(pretrained_cfg.get("mean", ()))}, '
+            f'std {tuple(pretrained_cfg.get("std", ()))}',
+            f'- **Classes:** {pretrained_cfg.get("num_classes")}'
+            + (f' ({", ".join(map(str, labels[:12]))}{", ..." if len(labels) > 12 else ""})' if labels else ''),
+            f'- **Weights:** `model.safetensors`, {file_size:,} bytes, sha256 `{sha256}`',
+            f'- **Licence:** {license}', '']
+    out += ['## Usage', '', '```python', 'import timm, mnzoo  # importing mnzoo registers its models in timm',
+            f"model = timm.create_model('{name}', pretrained=True).eval()",
+            f"# or from the Hub repo: timm.create_model('hf-hub:mnzoo/{name}', pretrained=True)",
+            f"# or: torch.hub.load('<mnzoo checkout>', '{arch}', source='local', pretrained=True)",
+            '```', '']
+    out += ['## Training', '']
+    facts = [('Recipe', recipe and f'`{recipe}`'), ('Seed', _first(metrics, 'seed')),
+             ('Epochs', _first(metrics, 'epochs')), ('Hardware', _first(metrics, 'hardware')),
+             ('Wall time', _first(metrics, 'wall_time_s', 'wall_time') is not None
+              and _duration(_first(metrics, 'wall_time_s', 'wall_time'))),
+             ('Git commit', _first(metrics, 'git_commit') and f"`{_first(metrics, 'git_commit')}`")]
+    for label, value in facts:
+        out.append(f'- **{label}:** {"not recorded" if value is None or value is False else value}')
+    out += ['', 'Command:', '', '```bash', command or 'not recorded', '```', '']
+    out += ['## Results', '']
+    if sets:
+        out += ['| eval set | top-1 (%) | top-5 (%) | images |', '|---|---|---|---|']
+        for set_name, res in sets.items():
+            out.append(f'| {set_name} | {_fmt(res.get("top1"))} | {_fmt(res.get("top5"))} | '
+                       f'{_fmt(_first(res, "num_samples", "count", "n"))} |')
+    else:
+        out.append('No measured results were supplied for this export.')
+    rows = paper_rows(name, num_modes)
+    out += ['', '### The paper', '']
+    if rows:
+        out += ['| source | setting | metric | paper error (%) | paper accuracy (%) |', '|---|---|---|---|---|']
+        for r in rows:
+            std = f' ± {r["std"]:.2f}' if r['std'] is not None else ''
+            out.append(f'| {r["where"]} | {r["setting"]} | {r["metric"]} | {r["error"]:.2f}{std} | '
+                       f'{100 - r["error"]:.2f} |')
+    else:
+        out.append('The paper reports no result for this architecture and dataset.')
+    out += ['', '## Deviations from the paper', '']
+    out += [f'- {d}' for d in deviations] if deviations else ['None recorded.']
+    out += ['', '## Limitations', '']
+    default_lim = [
+        'Accuracy is measured on the eval sets listed above only; other data distributions may differ.',
+        'MN keeps K sets of running statistics; like BN, eval-mode outputs depend on them, so fine-tuning with '
+        'very small batches can degrade them.',
+    ]
+    out += [f'- {x}' for x in list(limitations or []) + default_lim]
+    out += ['', '## Citation', '', '```bibtex', BIBTEX, '```', '']
+    return '\n'.join(out)
