@@ -122,20 +122,43 @@ def mode_group_norm_coefficients(
 CoeffFn = Callable[[Tensor, Tensor, Sequence[Optional[Tensor]]], Tuple[Tensor, ...]]
 
 
+def _moments(x: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-(sample, channel) mean and biased variance over the last dim, two-pass (stable)."""
+    m = x.mean(2)
+    v = (x - m.unsqueeze(2)).square_().mean(2)
+    return m, v
+
+
+def _channel_affine(x: Tensor, scale: Tensor, shift: Tensor, center: Optional[Tensor] = None) -> Tensor:
+    """scale * (x - center) + shift for each (sample, channel) row of x (N, C, S).
+
+    Runs on torch's fused inference batch-norm kernel over the (1, N*C, S) view, with unit
+    variance and eps=0, which is exactly this affine map and faster than broadcasting ops.
+    """
+    n, c, s = x.shape
+    flat = x.reshape(1, n * c, s)
+    ones = torch.ones(n * c, dtype=x.dtype, device=x.device)
+    mean = torch.zeros_like(ones) if center is None else center.reshape(-1)
+    y = torch.native_batch_norm(flat, scale.reshape(-1), shift.reshape(-1), mean, ones,
+                                False, 0.0, 0.0)[0]
+    return y.view(n, c, s)
+
+
 class _FusedAffineNorm(torch.autograd.Function):
     """y = a(m, v, p) * x + b(m, v, p), with m, v the spatial moments of x.
 
-    The big (N, C, S) part is differentiated by hand; the small (N, C) graph from (m, v, p)
-    to (a, b) is re-run under autograd in backward, so the K-dependent math is written once.
-    Extra outputs of ``coeff_fn`` (gates, mode statistics) are returned but not differentiable.
+    The big (N, C, S) part is differentiated by hand on torch's fused batch-norm kernels; the
+    small (N, C) graph from (m, v, p) to (a, b) is re-run under autograd in backward, so the
+    K-dependent math is written once. Extra outputs of ``coeff_fn`` (gates, mode statistics)
+    are returned but not differentiable.
     """
 
     @staticmethod
     def forward(ctx, coeff_fn: CoeffFn, check: Callable, x: Tensor, *params: Optional[Tensor]):
-        v, m = torch.var_mean(x, dim=2, unbiased=False)
+        m, v = _moments(x)
         check(m, v)
         a, b, *extras = coeff_fn(m, v, params)
-        y = torch.addcmul(b.unsqueeze(2), x, a.unsqueeze(2))
+        y = _channel_affine(x, a, b)
         ctx.coeff_fn = coeff_fn
         ctx.save_for_backward(x, m, v, a, *params)
         ctx.mark_non_differentiable(*extras)
@@ -145,11 +168,14 @@ class _FusedAffineNorm(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy: Tensor, *_unused):
         x, m, v, a, *params = ctx.saved_tensors
-        n_spatial = x.shape[2]
-        xc = x - m.unsqueeze(2)
-        # dL/da = sum_s gy * x = sum_s gy * (x - m) + m * sum_s gy ;  dL/db = sum_s gy
-        gb = gy.sum(2)
-        ga = torch.einsum("ncs,ncs->nc", gy, xc) + m * gb
+        n, c, n_spatial = x.shape
+        ones = torch.ones(n * c, dtype=x.dtype, device=x.device)
+        # one fused kernel: gy * a, sum_s gy * (x - m), sum_s gy
+        gx, gac, gb = torch.ops.aten.native_batch_norm_backward(
+            gy.reshape(1, n * c, n_spatial), x.reshape(1, n * c, n_spatial), a.reshape(-1),
+            m.reshape(-1), ones, None, None, False, 0.0, [True, True, True])
+        gb = gb.view(n, c)
+        ga = gac.view(n, c) + m * gb  # dL/da = sum_s gy * x
         with torch.enable_grad():
             m_ = m.detach().requires_grad_()
             v_ = v.detach().requires_grad_()
@@ -162,8 +188,7 @@ class _FusedAffineNorm(torch.autograd.Function):
         pgrads = iter(grads[2:])
         grad_params = [next(pgrads) if p is not None and p.requires_grad else None for p in p_]
         # m and v are means over S: dm/dx = 1/S, dv/dx = 2 (x - m) / S
-        gx = torch.addcmul((gm / n_spatial).unsqueeze(2), xc, (2.0 / n_spatial * gv).unsqueeze(2))
-        gx.addcmul_(gy, a.unsqueeze(2))
+        gx = gx.view(n, c, n_spatial).add_(_channel_affine(x, 2.0 / n_spatial * gv, gm / n_spatial, m))
         return (None, None, gx, *grad_params)
 
 

@@ -1,0 +1,165 @@
+"""Speed of the MN layers against nn.BatchNorm2d and the paper's Algorithm 1 written literally.
+
+Prints one table of medians measured in a single run; every row is also given as a ratio to
+nn.BatchNorm2d on the same shape, timed interleaved with it, so a busy machine still gives stable
+ratios. Usage: python benchmarks/norm_speed.py [--reps 15] [--threads 2] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable, Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mnzoo import ModeNorm2d
+
+SHAPES: List[Tuple[str, Tuple[int, int, int, int]]] = [
+    ("resnet20 stage1", (128, 16, 32, 32)),
+    ("resnet20 stage2", (128, 32, 16, 16)),
+    ("resnet20 stage3", (128, 64, 8, 8)),
+    ("resnet18 layer1", (32, 64, 56, 56)),
+    ("resnet18 layer4", (32, 512, 7, 7)),
+]
+
+
+class LiteralModeNorm(nn.Module):
+    """Algorithm 1 as the paper writes it: a Python loop over modes, each a full pass over x."""
+
+    def __init__(self, num_features: int, num_modes: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.gate = nn.Linear(num_features, num_modes)
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.num_modes, self.eps = num_modes, eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        g = torch.softmax(self.gate(x.mean((2, 3))), dim=1)
+        out = torch.zeros_like(x)
+        for k in range(self.num_modes):
+            gk = g[:, k].view(-1, 1, 1, 1)
+            n_k = g[:, k].sum() * x.shape[2] * x.shape[3]
+            mean = (gk * x).sum((0, 2, 3), keepdim=True) / n_k
+            mean_sq = (gk * x * x).sum((0, 2, 3), keepdim=True) / n_k
+            out = out + gk * (x - mean) / torch.sqrt(mean_sq - mean * mean + self.eps)
+        return out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+def _once(fn: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _train_step(layer: nn.Module, x: Tensor, gy: Tensor) -> Callable[[], None]:
+    layer.train()
+    xr = x.clone().requires_grad_()
+
+    def run() -> None:
+        xr.grad = None
+        layer.zero_grad(set_to_none=True)
+        layer(xr).backward(gy)
+    return run
+
+
+def _eval_step(layer: nn.Module, x: Tensor) -> Callable[[], None]:
+    layer.eval()
+
+    def run() -> None:
+        with torch.no_grad():
+            layer(x)
+    return run
+
+
+def bench_layers(reps: int, quick: bool) -> None:
+    print(f"{'shape':<34}{'layer':<16}{'train ms':>10}{'x BN':>8}{'eval ms':>10}{'x BN':>8}")
+    shapes = SHAPES[:3] if quick else SHAPES
+    summary: Dict[str, List[float]] = {}
+    for label, shape in shapes:
+        torch.manual_seed(0)
+        x = torch.randn(shape)
+        gy = torch.randn(shape)
+        c = shape[1]
+        layers: Dict[str, nn.Module] = {"BatchNorm2d": nn.BatchNorm2d(c)}
+        for k in (1, 2, 4, 6):
+            layers[f"MN K={k}"] = ModeNorm2d(c, k)
+        layers["literal K=2"] = LiteralModeNorm(c, 2)
+        layers["literal K=6"] = LiteralModeNorm(c, 6)
+        # interleave: each round times every layer once, so drifts hit all rows alike
+        train: Dict[str, List[float]] = {n: [] for n in layers}
+        evals: Dict[str, List[float]] = {n: [] for n in layers}
+        steps = {n: (_train_step(l, x, gy), _eval_step(l, x)) for n, l in layers.items()}
+        for n, (tr, ev) in steps.items():
+            tr(), ev()
+        for _ in range(reps):
+            for n, (tr, ev) in steps.items():
+                if n.startswith("literal") and len(train[n]) >= max(3, reps // 3):
+                    continue  # the literal loop is slow; a few samples give its median
+                train[n].append(_once(tr))
+                evals[n].append(_once(ev))
+        med_t = {n: statistics.median(v) for n, v in train.items()}
+        med_e = {n: statistics.median(v) for n, v in evals.items()}
+        for n in layers:
+            rt, re = med_t[n] / med_t["BatchNorm2d"], med_e[n] / med_e["BatchNorm2d"]
+            summary.setdefault(f"train {n}", []).append(rt)
+            summary.setdefault(f"eval {n}", []).append(re)
+            print(f"{label + ' ' + 'x'.join(map(str, shape)):<34}{n:<16}{med_t[n] * 1e3:>10.2f}{rt:>8.2f}"
+                  f"{med_e[n] * 1e3:>10.2f}{re:>8.2f}")
+        summary.setdefault("K=6 / K=2 train", []).append(med_t["MN K=6"] / med_t["MN K=2"])
+        summary.setdefault("literal / ours, K=6 train", []).append(med_t["literal K=6"] / med_t["MN K=6"])
+        print()
+    print("Median over shapes:")
+    for key in ("train MN K=2", "eval MN K=2", "K=6 / K=2 train", "literal / ours, K=6 train"):
+        print(f"  {key:<28}{statistics.median(summary[key]):>8.2f}")
+
+
+def bench_network(reps: int) -> None:
+    import timm
+    import mnzoo  # noqa: F401  (registers the models)
+
+    names = [n for n in ("resnet20_bn", "resnet20_mn") if timm.is_model(n)]
+    if len(names) < 2:
+        print("resnet20_bn / resnet20_mn not registered: skipping the whole-network line")
+        return
+    x = torch.randn(128, 3, 32, 32)
+    y = torch.randint(0, 10, (128,))
+    times: Dict[str, List[float]] = {n: [] for n in names}
+    nets = {}
+    for n in names:
+        torch.manual_seed(0)
+        net = timm.create_model(n, num_classes=10).train()
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+
+        def step(net=net, opt=opt) -> None:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+        nets[n] = step
+        step()
+    for _ in range(reps):
+        for n in names:
+            times[n].append(_once(nets[n]))
+    med = {n: statistics.median(v) for n, v in times.items()}
+    print(f"ResNet20 training step, batch 128: BN {med['resnet20_bn'] * 1e3:.1f} ms, "
+          f"MN(K=2) {med['resnet20_mn'] * 1e3:.1f} ms, MN/BN {med['resnet20_mn'] / med['resnet20_bn']:.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--quick", action="store_true", help="ResNet20 shapes only, no network line")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.reps} reps, fp32, CPU\n")
+    bench_layers(args.reps, args.quick)
+    if not args.quick:
+        print()
+        bench_network(args.reps)
+
+
+if __name__ == "__main__":
+    main()
