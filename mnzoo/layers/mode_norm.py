@@ -141,7 +141,7 @@ def _channel_affine(x: Tensor, scale: Tensor, shift: Tensor, center: Optional[Te
     mean = torch.zeros_like(ones) if center is None else center.reshape(-1)
     y = torch.native_batch_norm(flat, scale.reshape(-1), shift.reshape(-1), mean, ones,
                                 False, 0.0, 0.0)[0]
-    return y.view(n, c, s)
+    return y  # (1, N*C, S): callers reshape (a custom Function must not return a view)
 
 
 class _FusedAffineNorm(torch.autograd.Function):
@@ -188,7 +188,8 @@ class _FusedAffineNorm(torch.autograd.Function):
         pgrads = iter(grads[2:])
         grad_params = [next(pgrads) if p is not None and p.requires_grad else None for p in p_]
         # m and v are means over S: dm/dx = 1/S, dv/dx = 2 (x - m) / S
-        gx = gx.view(n, c, n_spatial).add_(_channel_affine(x, 2.0 / n_spatial * gv, gm / n_spatial, m))
+        gx = gx.view(n, c, n_spatial).add_(
+            _channel_affine(x, 2.0 / n_spatial * gv, gm / n_spatial, m).view(n, c, n_spatial))
         return (None, None, gx, *grad_params)
 
 
