@@ -312,6 +312,25 @@ def _weight_name(cfg: Any) -> Tuple[Optional[str], Optional[str]]:
     return arch, tag
 
 
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise WeightsNotFoundError(f'Weight file {path} does not exist.')
+    return path
+
+
+def _recorded_sha(config_path: Path, where: str) -> str:
+    """The sha256 that ``mnzoo.hub.export`` recorded in a config.json (second trust level)."""
+    try:
+        sha = json.loads(Path(config_path).read_text(encoding='utf-8'))['mnzoo']['sha256']
+        if not isinstance(sha, str) or len(sha) != 64:
+            raise TypeError(f'not a sha256: {sha!r}')
+        return sha
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise IntegrityError(
+            f'{where} has no recorded sha256 (config.json key "mnzoo.sha256"), so its weights cannot be '
+            f'verified ({type(e).__name__}: {e}). Re-export it with mnzoo.hub.export.') from e
+
+
 def fetch_verified(pretrained_cfg: Any) -> Path:
     """Local path of a sha256-verified ``model.safetensors`` for a resolved timm pretrained cfg.
 
@@ -323,6 +342,10 @@ def fetch_verified(pretrained_cfg: Any) -> Path:
     arch, tag = _weight_name(pretrained_cfg)
     hid = _cfg_get(pretrained_cfg, 'hf_hub_id')
     source = _cfg_get(pretrained_cfg, 'source')
+    if source == 'local-dir':
+        # ``timm.create_model('local-dir:<folder>')``: a folder written by mnzoo.hub.export.
+        folder = Path(_cfg_get(pretrained_cfg, 'file') or '')
+        return verify_file(_existing(folder / WEIGHTS_FILENAME), _recorded_sha(folder / CONFIG_FILENAME, str(folder)))
     name = f'{arch}.{tag}' if arch and tag else (arch or '?')
     entry = get_entry(name) if arch and tag else None
     # A user's own hf-hub repo that merely shares a name with a published weight is still theirs.
@@ -338,13 +361,7 @@ def fetch_verified(pretrained_cfg: Any) -> Path:
 
     if source == 'hf-hub' and hid:
         repo, rev = _split_hub_id(hid)
-        cfg_path = _hf_download(repo, CONFIG_FILENAME, rev)
-        try:
-            expected = json.loads(cfg_path.read_text(encoding='utf-8'))['mnzoo']['sha256']
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise IntegrityError(
-                f'Hub repo {repo!r} has no recorded sha256 (config.json key "mnzoo.sha256"), so its weights '
-                f'cannot be verified. Re-export it with mnzoo.hub.export.') from e
+        expected = _recorded_sha(_hf_download(repo, CONFIG_FILENAME, rev), f'Hub repo {repo!r}')
         return verify_file(_hf_download(repo, WEIGHTS_FILENAME, rev), expected)
 
     tags = published_tags(arch) if arch else []

@@ -1,0 +1,300 @@
+"""The ``mnzoo`` command: list, info, eval, predict, export, register, check, publish.
+
+Model names are anything ``mnzoo.create_model`` accepts: ``resnet20_mn``, ``resnet20_mn.cifar10``,
+``hf-hub:mnzoo/resnet20_mn.cifar10`` or ``local-dir:weights_cards/resnet20_mn.cifar10``.
+Errors are printed as one ``mnzoo: error: ...`` line and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+__all__ = ['main', 'build_parser']
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def _create(name: str, pretrained: bool, checkpoint: Optional[str] = None, **kwargs: Any):
+    from ._factory import create_model
+    model = create_model(name, pretrained=pretrained and not checkpoint, **kwargs)
+    if checkpoint:
+        from timm.models import load_checkpoint
+        load_checkpoint(model, checkpoint, weights_only=True)  # never unpickle arbitrary objects
+    return model.eval()
+
+
+def _model_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+    kw: Dict[str, Any] = {}
+    if getattr(args, 'num_modes', None) is not None:
+        kw['num_modes'] = args.num_modes
+    if getattr(args, 'num_classes', None) is not None:
+        kw['num_classes'] = args.num_classes
+    return kw
+
+
+def _transform(model):
+    from timm.data import create_transform, resolve_data_config
+    return create_transform(**resolve_data_config({}, model=model), is_training=False)
+
+
+def _labels(model) -> List[str]:
+    names = (getattr(model, 'pretrained_cfg', None) or {}).get('label_names')
+    n = model.num_classes
+    return list(names) if names and len(names) == n else [str(i) for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import fnmatch
+    from ._factory import list_models
+    from .weights import get_entry
+    names = list_models(pretrained=args.pretrained)
+    if args.filter:
+        names = [n for n in names if fnmatch.fnmatch(n, args.filter)]
+    for n in names:
+        if args.pretrained:
+            sets = get_entry(n).metrics
+            best = ', '.join(f'{k} top-1 {v["top1"]:.2f}' for k, v in sets.items() if 'top1' in v)
+            print(f'{n}\t{best}' if best else n)
+        else:
+            print(n)
+    if not names:
+        _log('no published weights yet' if args.pretrained else 'no models match')
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from timm.models import get_arch_pretrained_cfgs, split_model_name_tag
+    from .hub import count_params, num_modes_of
+    from .weights import get_entry, published, weights_dir
+    model = _create(args.name, pretrained=False, **_model_kwargs(args))
+    cfg = model.pretrained_cfg
+    arch = cfg.get('architecture') or split_model_name_tag(args.name)[0]
+    name = f'{arch}.{cfg["tag"]}' if cfg.get('tag') else arch
+    entry = get_entry(name)
+    info: Dict[str, Any] = {
+        'name': name, 'architecture': arch, 'class': type(model).__name__,
+        'num_params': count_params(model), 'num_modes': num_modes_of(model),
+        'num_classes': model.num_classes, 'input_size': cfg.get('input_size'),
+        'mean': cfg.get('mean'), 'std': cfg.get('std'),
+        'tags': sorted(n.split('.', 1)[1] for n in get_arch_pretrained_cfgs(arch)),
+        'published': [n for n in published() if n.split('.', 1)[0] == arch],
+        'paper': cfg.get('paper_ids'), 'license': cfg.get('license'),
+    }
+    if entry is not None:
+        local = weights_dir() / name
+        info.update(hf_hub_id=entry.hf_hub_id, sha256=entry.sha256, file_size=entry.file_size,
+                    metrics=entry.metrics, local_folder=str(local) if local.is_dir() else None)
+    if args.json:
+        print(json.dumps(info, indent=2, default=list))
+    else:
+        for k, v in info.items():
+            print(f'{k:12s} {v if not isinstance(v, (list, tuple)) else ", ".join(map(str, v)) or "-"}')
+    return 0
+
+
+def _dataset(path: str, model):
+    """ImageFolder dir or ImageFolder-in-tar, with targets mapped onto the model's label order by name."""
+    from timm.data import create_dataset
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f'--data {path}: no such file or folder')
+    ds = create_dataset('', root=str(p), transform=_transform(model))
+    reader = ds.reader
+    class_to_idx = getattr(reader, 'class_to_idx', None) or getattr(reader, 'class_name_to_idx', None) or {}
+    if not class_to_idx or len(ds) == 0:
+        raise ValueError(f'--data {path} holds no <class>/<image> files')
+    labels = _labels(model)
+    if set(class_to_idx) <= set(labels):
+        remap = {i: labels.index(c) for c, i in class_to_idx.items()}
+    elif len(class_to_idx) <= model.num_classes:
+        _log(f'note: class folders {sorted(class_to_idx)[:5]}... do not match the model labels; using folder order')
+        remap = {i: i for i in class_to_idx.values()}
+    else:
+        raise ValueError(f'--data {path} has {len(class_to_idx)} classes, the model predicts {model.num_classes}')
+    return ds, remap
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+    model = _create(args.name, pretrained=not args.random_init, checkpoint=args.checkpoint, **_model_kwargs(args))
+    ds, remap = _dataset(args.data, model)
+    if args.limit:
+        ds = torch.utils.data.Subset(ds, range(min(args.limit, len(ds))))
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers, shuffle=False)
+    lut = torch.tensor([remap.get(i, i) for i in range(max(remap, default=0) + 1)])
+    k = min(5, model.num_classes)
+    n = c1 = c5 = 0
+    device = torch.device(args.device)
+    model.to(device)
+    with torch.inference_mode():
+        for x, y in tqdm(loader, desc=f'eval {args.name}', unit='batch', file=sys.stderr, disable=args.quiet):
+            y = lut[y].to(device)
+            top = model(x.to(device)).topk(k, dim=1).indices
+            c1 += (top[:, 0] == y).sum().item()
+            c5 += (top == y[:, None]).any(dim=1).sum().item()
+            n += y.numel()
+    if n == 0:
+        raise ValueError(f'--data {args.data} holds no images')
+    res = {'model': args.name, 'data': args.data, 'num_samples': n,
+           'top1': round(100.0 * c1 / n, 4), 'top5': round(100.0 * c5 / n, 4)}
+    print(json.dumps(res) if args.json else f'{args.name} on {args.data}: top-1 {res["top1"]:.2f} %  '
+          f'top-5 {res["top5"]:.2f} %  ({n} images)')
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+    from PIL import Image
+    model = _create(args.name, pretrained=not args.random_init, checkpoint=args.checkpoint, **_model_kwargs(args))
+    tf, labels = _transform(model), _labels(model)
+    k = min(args.topk, model.num_classes)
+    out = []
+    for path in args.images:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f'image {path} does not exist')
+        with Image.open(path) as im:
+            x = tf(im.convert('RGB')).unsqueeze(0)
+        with torch.inference_mode():
+            prob = model(x).softmax(dim=1)[0]
+        p, idx = prob.topk(k)
+        preds = [{'label': labels[i], 'index': int(i), 'prob': round(float(q), 6)} for q, i in zip(p, idx)]
+        out.append({'image': path, 'top': preds})
+        if not args.json:
+            print(path)
+            for r in preds:
+                print(f'  {r["prob"] * 100:6.2f} %  {r["label"]} ({r["index"]})')
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .hub import export
+    from timm.models import split_model_name_tag
+    arch, tag = split_model_name_tag(args.name)
+    if not tag:
+        raise ValueError(f'export needs <arch>.<tag>, got {args.name!r}')
+    model = _create(args.name, pretrained=False, checkpoint=args.checkpoint, **_model_kwargs(args))
+    folder = Path(args.out) / args.name
+    export(model, folder, metrics=args.metrics, recipe=args.recipe, tag=tag, register=args.register)
+    print(folder)
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from .hub import register
+    entry = register(args.folder, manifest=args.manifest)
+    print(json.dumps({Path(args.folder).name: entry}, indent=2))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .hub import check_weights_folder
+    from .weights import load_manifest
+    bad = 0
+    for folder in args.folders:
+        problems = check_weights_folder(folder, manifest_entry=load_manifest().get(Path(folder).name))
+        print(f'{folder}: ' + ('ok' if not problems else '\n  ' + '\n  '.join(problems)))
+        bad += bool(problems)
+    return 1 if bad else 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .hub import publish
+    repo_id = args.repo_id or f'mnzoo/{Path(args.folder).name}'
+    print(publish(args.folder, repo_id, endpoint=args.endpoint, token=args.token, private=args.private))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog='mnzoo', description='Mode Normalization model zoo (arXiv:1810.05466).')
+    sub = ap.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+    def model_opts(p: argparse.ArgumentParser, weights: bool = True) -> None:
+        p.add_argument('name', help='model name, e.g. resnet20_mn.cifar10, hf-hub:org/repo, local-dir:PATH')
+        p.add_argument('--num-modes', type=int, default=None, help='K for *_mn / *_mgn models')
+        p.add_argument('--num-classes', type=int, default=None)
+        if weights:
+            p.add_argument('--checkpoint', default=None, help='load this checkpoint (weights_only) instead')
+            p.add_argument('--random-init', action='store_true', help='do not load pretrained weights')
+
+    p = sub.add_parser('list', help='list architectures (or published weights)')
+    p.add_argument('--pretrained', action='store_true', help='only published <arch>.<tag> weights')
+    p.add_argument('--filter', default=None, help='wildcard, e.g. "resnet*"')
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser('info', help='architecture, parameters, K, tags, published weights')
+    model_opts(p, weights=False)
+    p.add_argument('--json', action='store_true')
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser('eval', help='top-1/top-5 on an ImageFolder dir or ImageFolder-in-tar')
+    model_opts(p)
+    p.add_argument('--data', required=True, help='ImageFolder directory or .tar of <class>/<image> files')
+    p.add_argument('--batch-size', type=int, default=256)
+    p.add_argument('--workers', type=int, default=0)
+    p.add_argument('--limit', type=int, default=None, help='only the first N images')
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--json', action='store_true')
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser('predict', help='top-k labels for image files')
+    model_opts(p)
+    p.add_argument('images', nargs='+')
+    p.add_argument('--topk', type=int, default=5)
+    p.add_argument('--json', action='store_true')
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser('export', help='checkpoint + metrics.json -> weights folder (model.safetensors, config, card)')
+    model_opts(p, weights=False)
+    p.add_argument('--checkpoint', required=True, help='training checkpoint (loaded with weights_only=True)')
+    p.add_argument('--metrics', required=True, help="the run's metrics.json")
+    p.add_argument('--recipe', default=None)
+    p.add_argument('--out', default='weights_cards', help='parent folder; writes OUT/<arch>.<tag>/')
+    p.add_argument('--register', action='store_true', help='also write the manifest entry')
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser('register', help='write the manifest entry of a weights folder')
+    p.add_argument('folder')
+    p.add_argument('--manifest', default=None, help='default: mnzoo/weights_manifest.json or $MNZOO_MANIFEST')
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser('check', help='check weights folders (sha256, sizes, registry, card metrics)')
+    p.add_argument('folders', nargs='+')
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser('publish', help='push a weights folder to the Hub (create_repo + upload_folder)')
+    p.add_argument('folder')
+    p.add_argument('repo_id', nargs='?', default=None, help='default: mnzoo/<folder name>')
+    p.add_argument('--endpoint', default=None, help='default: $HF_ENDPOINT or huggingface.co')
+    p.add_argument('--token', default=None, help='default: the saved Hugging Face token')
+    p.add_argument('--private', action='store_true')
+    p.set_defaults(func=cmd_publish)
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, RuntimeError, OSError, KeyError) as e:
+        msg = str(e).strip().strip('"') or type(e).__name__
+        print(f'mnzoo: error: {msg}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())
