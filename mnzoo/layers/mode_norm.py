@@ -193,6 +193,18 @@ class _FusedAffineNorm(torch.autograd.Function):
         return (None, None, gx, *grad_params)
 
 
+def _affine(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """a * x + b per (sample, channel): the fused kernel in eager mode, plain ops for tracers."""
+    if _plain_ops_only():
+        return torch.addcmul(b.unsqueeze(2), x, a.unsqueeze(2))
+    return _channel_affine(x, a, b)
+
+
+def _plain_ops_only() -> bool:
+    return (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export())
+
+
 def _use_fused(x: Tensor, params: Sequence[Optional[Tensor]]) -> bool:
     """The hand-written backward is used in eager autograd; compilers and exporters trace the
     plain ops instead (they cannot see through a custom backward)."""
@@ -200,8 +212,7 @@ def _use_fused(x: Tensor, params: Sequence[Optional[Tensor]]) -> bool:
         return False
     if not (x.requires_grad or any(p is not None and p.requires_grad for p in params)):
         return False
-    return not (torch.jit.is_scripting() or torch.jit.is_tracing()
-                or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
+    return not _plain_ops_only()
 
 
 def _checks_enabled() -> bool:
@@ -230,8 +241,11 @@ class _NormBase(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"{self._get_name()}: expected a floating point input, got {x.dtype}")
 
-    def _check_stats(self, m: Tensor, v: Tensor) -> None:
-        if _checks_enabled() and not bool(torch.isfinite(m).all() & torch.isfinite(v).all()):
+    def _check_stats(self, m: Tensor, v: Optional[Tensor] = None) -> None:
+        if not _checks_enabled():
+            return
+        finite = torch.isfinite(m).all() if v is None else torch.isfinite(m).all() & torch.isfinite(v).all()
+        if not bool(finite):
             raise ValueError(
                 f"{self._get_name()}({self.extra_repr()}): non-finite input statistics "
                 "(the input holds NaN or Inf, or overflows its dtype)")
@@ -351,12 +365,11 @@ class ModeNorm2d(_NormBase):
                     self._update_running_stats(mu, var, mass, g, x3.shape[2])
             else:
                 m = x3.mean(2)
-                if _checks_enabled():
-                    self._check_stats(m, m)
+                self._check_stats(m)
                 a, b, *_ = mode_norm_coefficients(
                     m, None, *params, eps=self.eps,
                     mode_mean=self.running_mean.to(cdtype), mode_var=self.running_var.to(cdtype))
-                y3 = torch.addcmul(b.unsqueeze(2), x3, a.unsqueeze(2))
+                y3 = _affine(x3, a, b)
         return y3.reshape(x.shape).to(in_dtype)
 
     def _forward_batch_stats(self, x3: Tensor, params: List[Optional[Tensor]]):
@@ -372,7 +385,7 @@ class ModeNorm2d(_NormBase):
             v, m = torch.var_mean(x3, dim=2, unbiased=False)
             self._check_stats(m, v)
             a, b, mu, var, mass, g = coeff_fn(m, v, params)
-            y3 = torch.addcmul(b.unsqueeze(2), x3, a.unsqueeze(2))
+            y3 = _affine(x3, a, b)
         return y3, mu, var, mass, g
 
     @torch.no_grad()
@@ -474,5 +487,5 @@ class ModeGroupNorm(_NormBase):
                 v, m = torch.var_mean(x3, dim=2, unbiased=False)
                 self._check_stats(m, v)
                 a, b, _g = coeff_fn(m, v, params)
-                y3 = torch.addcmul(b.unsqueeze(2), x3, a.unsqueeze(2))
+                y3 = _affine(x3, a, b)
         return y3.reshape(x.shape).to(in_dtype)
