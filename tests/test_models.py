@@ -242,7 +242,10 @@ def test_default_cfgs():
     md = timm.models.get_pretrained_cfg('lenet_mn.multidomain')
     assert md.num_classes == 40 and md.input_size == (3, 32, 32)
     assert md.label_names[0] == 'mnist/0' and md.label_names[10] == 'cifar10/airplane'
-    assert md.label_names[20] == 'svhn/0' and md.label_names[39] == 'fashion_mnist/ankle_boot'
+    assert md.label_names[20] == 'svhn/0' and md.label_names[39] == 'fashion_mnist/Ankle boot'
+    # the data pipeline builds the same 40-way label space
+    from mnzoo.data import multidomain_classes
+    assert list(md.label_names) == multidomain_classes()
     inet = timm.models.get_pretrained_cfg('resnet18_mn.in1k')
     assert inet.mean == timm.data.IMAGENET_DEFAULT_MEAN and inet.num_classes == 1000
     assert inet.label_names[0] == 'n01440764'

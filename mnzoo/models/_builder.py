@@ -75,7 +75,8 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 #: CIFAR-100 train-set channel statistics (the values in common use).
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
-#: The multi-domain mix has no single statistic worth fixing; pixels in [0, 1] map to [-1, 1].
+#: Multi-domain training normalises each image with its own domain's statistics (mnzoo.data.DOMAINS);
+#: a single mean/std can only be a domain-agnostic fallback: pixels in [0, 1] map to [-1, 1].
 MULTIDOMAIN_MEAN = (0.5, 0.5, 0.5)
 MULTIDOMAIN_STD = (0.5, 0.5, 0.5)
 
@@ -98,8 +99,9 @@ CIFAR100_LABELS = (
 MNIST_LABELS = tuple(str(i) for i in range(10))
 #: SVHN digits as labelled by torchvision (the original label 10 for digit '0' becomes 0).
 SVHN_LABELS = tuple(str(i) for i in range(10))
+#: Fashion-MNIST class names as the dataset (and torchvision) spell them.
 FASHION_MNIST_LABELS = (
-    't-shirt_top', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt', 'sneaker', 'bag', 'ankle_boot')
+    'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
 #: Domains of the paper's multi-task setting (section 4.1), in label-block order:
 #: label = 10 * domain_index + class_index.
 MULTIDOMAIN_DOMAINS = ('mnist', 'cifar10', 'svhn', 'fashion_mnist')
@@ -131,6 +133,8 @@ DATASET_CFGS: Dict[str, Dict[str, Any]] = {
             'label = 10 * domain_index + class in that domain order (40 classes).',
             'Gray 28x28 images (MNIST, Fashion-MNIST) are zero-padded by 2 px on each side to 32x32 '
             '(before mean/std normalisation) and replicated to 3 channels.',
+            'Each image is normalised with the train-set mean/std of its own domain (mnzoo.data.DOMAINS); '
+            'mean/std here (0.5) are a fallback for images of unknown domain.',
         )),
     'in1k': dict(
         num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875, interpolation='bilinear',
