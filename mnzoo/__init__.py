@@ -7,6 +7,7 @@ from .layers import (
     convert_sync_mode_norm,
     convert_to_mode_norm,
 )
+from . import models  # registers the model families with timm
 
 __version__ = "0.1.0"
 __all__ = [
