@@ -1,0 +1,147 @@
+"""Published-weight metadata, in the spirit of torchvision's test_extended_models.
+
+For every ``weights_cards/<arch>.<tag>/`` folder: config matches the registry, sha256 / file size /
+parameter count match config.json and the manifest, the card carries measured metrics. The manifest and
+the folders must name the same weights. The same checker is run on a freshly exported example and on
+damaged copies of it, which must fail, so the checker itself is tested even while no weight is published.
+"""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import timm
+import mnzoo.models  # noqa: F401
+from mnzoo import hub, weights
+from mnzoo.hub.card import parse_front_matter
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CARDS = REPO_ROOT / 'weights_cards'
+PACKAGED_MANIFEST = REPO_ROOT / 'mnzoo' / 'weights_manifest.json'
+
+
+def _folders():
+    return sorted(p for p in CARDS.iterdir() if p.is_dir()) if CARDS.is_dir() else []
+
+
+def _manifest():
+    return json.loads(PACKAGED_MANIFEST.read_text())
+
+
+def test_manifest_entries_equal_weight_folders():
+    assert set(_manifest()) == {p.name for p in _folders()}
+
+
+def test_registry_pretrained_tags_equal_manifest():
+    """timm.list_pretrained tells the truth: exactly the published weights carry a Hub id."""
+    zoo = set(mnzoo.models.MODEL_NAMES)
+    listed = {n for n in timm.list_pretrained() if n.split('.', 1)[0] in zoo}
+    assert listed == set(_manifest())
+    for name in _manifest():
+        assert timm.models.get_pretrained_cfg(name).hf_hub_id == f'mnzoo/{name}'
+
+
+def test_published_weight_folders():
+    """Every committed weights folder passes the checker (problems name the folder)."""
+    problems = [p for f in _folders() for p in hub.check_weights_folder(f, manifest_entry=_manifest().get(f.name))]
+    assert problems == []
+
+
+# ------------------------------------------------------------------------ the checker on a generated example
+
+@pytest.fixture(scope='module')
+def example(tmp_path_factory):
+    root = tmp_path_factory.mktemp('meta')
+    torch.manual_seed(0)
+    model = timm.create_model('resnet20_mn.cifar10')
+    metrics = {'eval': {'test-lossless-1k': {'top1': 33.3, 'top5': 80.1, 'num_samples': 1000},
+                        'test-jpeg-10k': {'top1': 32.0, 'top5': 79.5}},
+               'params': 274084, 'seed': 7, 'epochs': 2, 'hardware': 'cpu', 'wall_time_s': 60,
+               'git_commit': 'abc1234', 'command': 'python training/train.py --recipe x.yaml'}
+    folder = hub.export(model, root / 'resnet20_mn.cifar10', metrics=metrics, recipe='training/recipes/x.yaml',
+                        deviations=['2 epochs instead of 160'])
+    manifest = root / 'manifest.json'
+    entry = hub.register(folder, manifest=manifest)
+    return folder, entry, manifest, metrics
+
+
+def _copy(folder: Path, dst: Path) -> Path:
+    shutil.copytree(folder, dst / folder.name)
+    return dst / folder.name
+
+
+def test_example_passes_and_matches_its_inputs(example):
+    folder, entry, manifest, metrics = example
+    assert hub.check_weights_folder(folder, manifest_entry=entry) == []
+    assert json.loads(manifest.read_text()) == {folder.name: entry}
+    assert entry['num_params'] == 274084 and entry['num_modes'] == 2
+    assert entry['sha256'] == weights.sha256_file(folder / 'model.safetensors')
+    assert entry['file_size'] == (folder / 'model.safetensors').stat().st_size
+    front, body = parse_front_matter((folder / 'README.md').read_text())
+    assert front['library_name'] == 'timm' and front['license'] and front['datasets'] == ['cifar10']
+    values = [m['value'] for r in front['model-index'][0]['results'] for m in r['metrics']]
+    assert sorted(values) == sorted([33.3, 80.1, 32.0, 79.5])
+    for text in ('274,084', 'K=2', 'python training/train.py --recipe x.yaml', 'training/recipes/x.yaml',
+                 '2 epochs instead of 160', 'Table 4', '92.01', 'abc1234', '@inproceedings{deecke2019mode',
+                 '**Seed:** 7'):
+        assert text in body, text
+    # nothing was invented: no eval set or number beyond the inputs shows up in the results table
+    assert 'not recorded' not in body.split('## Results')[0].split('Wall time')[0]
+
+
+def test_checker_catches_tampered_weights(example, tmp_path):
+    folder, entry, _, _ = example
+    bad = _copy(folder, tmp_path)
+    sd = load_file(str(bad / 'model.safetensors'))
+    sd['fc.weight'] = sd['fc.weight'] * 2
+    save_file(sd, str(bad / 'model.safetensors'))
+    problems = hub.check_weights_folder(bad, manifest_entry=entry)
+    assert any('sha256' in p for p in problems), problems
+
+
+def test_checker_catches_wrong_manifest_entry(example):
+    folder, entry, _, _ = example
+    for key, value in (('num_params', 1), ('file_size', 2), ('sha256', 'f' * 64)):
+        problems = hub.check_weights_folder(folder, manifest_entry=dict(entry, **{key: value}))
+        assert any(f'manifest {key}' in p for p in problems), (key, problems)
+
+
+def test_checker_catches_config_registry_mismatch(example, tmp_path):
+    folder, entry, _, _ = example
+    bad = _copy(folder, tmp_path)
+    cfg = json.loads((bad / 'config.json').read_text())
+    cfg['pretrained_cfg']['mean'] = [0.5, 0.5, 0.5]
+    (bad / 'config.json').write_text(json.dumps(cfg))
+    assert any('mean' in p and 'registry' in p for p in hub.check_weights_folder(bad))
+
+
+def test_checker_catches_card_without_metrics(example, tmp_path):
+    folder, _, _, _ = example
+    bad = _copy(folder, tmp_path)
+    text = (bad / 'README.md').read_text()
+    front, body = parse_front_matter(text)
+    del front['model-index']
+    import yaml
+    (bad / 'README.md').write_text('---\n' + yaml.safe_dump(front) + '---\n' + body)
+    assert any('no measured metrics' in p for p in hub.check_weights_folder(bad))
+
+
+def test_checker_catches_wrong_architecture_and_missing_files(example, tmp_path):
+    folder, _, _, _ = example
+    wrong = tmp_path / 'resnet20_bn.cifar10'
+    shutil.copytree(folder, wrong)
+    problems = hub.check_weights_folder(wrong)
+    assert any('architecture' in p for p in problems) and any('do not load' in p for p in problems)
+    (wrong / 'README.md').unlink()
+    assert hub.check_weights_folder(wrong) == [f'{wrong}: missing README.md']
+
+
+def test_export_refuses_metrics_of_another_model(tmp_path):
+    model = timm.create_model('resnet20_bn.cifar10')
+    with pytest.raises(ValueError, match='different model'):
+        hub.export(model, tmp_path / 'x', metrics={'params': 274084, 'top1': 1.0})
+    with pytest.raises(ValueError, match='needs a timm model'):
+        hub.export(torch.nn.Linear(2, 2), tmp_path / 'y')  # not a timm model at all
