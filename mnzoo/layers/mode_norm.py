@@ -170,10 +170,10 @@ class _FusedAffineNorm(torch.autograd.Function):
         x, m, v, a, *params = ctx.saved_tensors
         n, c, n_spatial = x.shape
         ones = torch.ones(n * c, dtype=x.dtype, device=x.device)
-        # one fused kernel: gy * a, sum_s gy * (x - m), sum_s gy
-        gx, gac, gb = torch.ops.aten.native_batch_norm_backward(
+        # one fused reduction pass: sum_s gy * (x - m) and sum_s gy
+        _, gac, gb = torch.ops.aten.native_batch_norm_backward(
             gy.reshape(1, n * c, n_spatial), x.reshape(1, n * c, n_spatial), a.reshape(-1),
-            m.reshape(-1), ones, None, None, False, 0.0, [True, True, True])
+            m.reshape(-1), ones, None, None, False, 0.0, [False, True, True])
         gb = gb.view(n, c)
         ga = gac.view(n, c) + m * gb  # dL/da = sum_s gy * x
         with torch.enable_grad():
@@ -187,9 +187,9 @@ class _FusedAffineNorm(torch.autograd.Function):
         gm, gv = [torch.zeros_like(m) if t is None else t for t in grads[:2]]
         pgrads = iter(grads[2:])
         grad_params = [next(pgrads) if p is not None and p.requires_grad else None for p in p_]
-        # m and v are means over S: dm/dx = 1/S, dv/dx = 2 (x - m) / S
-        gx = gx.view(n, c, n_spatial).add_(
-            _channel_affine(x, 2.0 / n_spatial * gv, gm / n_spatial, m).view(n, c, n_spatial))
+        # dy/dx = a, and m, v are means over S: dm/dx = 1/S, dv/dx = 2 (x - m) / S
+        gx = _channel_affine(x, 2.0 / n_spatial * gv, gm / n_spatial, m).view(n, c, n_spatial)
+        gx.addcmul_(gy.reshape(n, c, n_spatial), a.unsqueeze(2))
         return (None, None, gx, *grad_params)
 
 
