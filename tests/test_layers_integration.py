@@ -211,3 +211,57 @@ def test_torch_compile_train_and_eval_match_eager():
     net.eval(), eager.eval()
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), eager(x), rtol=1e-5, atol=1e-6)
+
+
+def _distribute_bn_worker(rank: int, world: int, port: int, out_path: str) -> None:
+    from timm.utils import distribute_bn
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        layer = _make_layer(torch.float64)  # plain (unsynchronised) MN: each rank sees its half
+        x, _ = _batch(torch.float64)
+        layer(x[rank * 4: rank * 4 + 4])
+        distribute_bn(layer, world, reduce=True)  # timm averages running_mean / running_var
+        if rank == 0:
+            torch.save(layer.state_dict(), out_path)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_timm_distribute_bn_averages_mode_statistics():
+    x, _ = _batch(torch.float64)
+    halves = []
+    for r in range(2):
+        layer = _make_layer(torch.float64)
+        layer(x[r * 4: r * 4 + 4])
+        halves.append(layer.state_dict())
+    with tempfile.TemporaryDirectory() as tmp:
+        out_path = os.path.join(tmp, "out.pt")
+        mp.start_processes(_distribute_bn_worker, args=(2, _free_port(), out_path), nprocs=2,
+                           join=True, start_method="spawn")
+        got = torch.load(out_path, weights_only=True)
+    for key in ("running_mean", "running_var"):
+        assert got[key].shape == (3, 6)
+        torch.testing.assert_close(got[key], (halves[0][key] + halves[1][key]) / 2)
+
+
+def test_timm_model_ema_treats_k1_mode_norm_like_batchnorm():
+    from timm.utils import ModelEmaV3
+    torch.manual_seed(0)
+    bn_net = _small_net(nn.BatchNorm2d)
+    mn_net = _small_net(lambda c: ModeNorm2d(c, 1))
+    mn_net.load_state_dict({k: v.unsqueeze(0) if "running_" in k else v
+                            for k, v in bn_net.state_dict().items()}, strict=False)
+    emas = [ModelEmaV3(net, decay=0.5) for net in (bn_net, mn_net)]
+    opts = [torch.optim.SGD(net.parameters(), lr=0.1) for net in (bn_net, mn_net)]
+    for step in range(3):
+        x = torch.randn(8, 3, 12, 12) + step
+        for net, ema, opt in zip((bn_net, mn_net), emas, opts):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+            ema.update(net, step=step)
+    x = torch.randn(4, 3, 12, 12)
+    with torch.no_grad():
+        out_bn, out_mn = emas[0].module.eval()(x), emas[1].module.eval()(x)
+    torch.testing.assert_close(out_mn, out_bn, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(emas[1].module[1].running_var[0], emas[0].module[1].running_var)
