@@ -143,6 +143,32 @@ def test_resnet20_mn_param_count():
         assert _nparams(timm.create_model('resnet20_mn', num_classes=10, num_modes=k)) == bn + gates
 
 
+def test_dropout_settings():
+    # NIN: dropout 0.25 after the first two mlpconv blocks (paper section 4.2)
+    drops = [m.p for m in timm.create_model('nin_mn').stages.modules() if isinstance(m, nn.Dropout)]
+    assert drops == [0.25, 0.25]
+    assert [m.p for m in timm.create_model('nin_bn', drop_rate=0.5).stages.modules()
+            if isinstance(m, nn.Dropout)] == [0.5, 0.5]
+    for name in ('resnet20_mn', 'vgg13_cifar_mn', 'lenet_mn'):
+        model = timm.create_model(name, drop_rate=0.3).train()
+        x = torch.randn(4, 3, 32, 32)
+        with torch.no_grad():
+            pre = model.forward_head(model.forward_features(x), pre_logits=True)
+        assert (pre == 0).float().mean() > 0.1  # dropout acts on the pre-logits features in training
+
+
+def test_grad_checkpointing_resnet_cifar():
+    torch.manual_seed(0)
+    model = timm.create_model('resnet20_bn')
+    x = torch.randn(2, 3, 32, 32)
+    model(x).sum().backward()
+    ref = model.conv1.weight.grad.clone()
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model(x).sum().backward()
+    assert torch.allclose(model.conv1.weight.grad, ref, atol=1e-5)
+
+
 def test_nin_mn_overhead_below_one_percent():
     # paper, section 4.2: MN with K=2 adds less than 1% to NIN's parameters
     bn, mn = (_nparams(timm.create_model(n)) for n in ('nin_bn', 'nin_mn'))

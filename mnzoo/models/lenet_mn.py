@@ -143,10 +143,10 @@ class LeNet(nn.Module):
         return self.stages(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != self.feature_size:
+        if x.shape[-2] != self.feature_size[0] or x.shape[-1] != self.feature_size[1]:
             raise ValueError(
                 f'LeNet was built for img_size={self.img_size} (a {self.feature_size} feature map) but got a '
-                f'{tuple(x.shape[-2:])} feature map; build it with img_size=<input size>')
+                f'{x.shape[-2]}x{x.shape[-1]} feature map; build it with img_size=<input size>')
         x = self.head_drop(self.pre_logits(x))
         return x if pre_logits else self.fc(x)
 

@@ -12,13 +12,13 @@ Paper: Mode Normalization, Deecke, Murray & Bilen, ICLR 2019 (arXiv:1810.05466).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from timm.layers import DropPath, create_classifier, get_device_dtype
-from timm.models import generate_default_cfgs, register_model
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, downsample_conv
 
 from ._builder import build_mn_model, get_norm_layer, mn_cfg, resolve_num_modes
@@ -50,8 +50,8 @@ class CifarResNet(nn.Module):
     ) -> None:
         """
         Args:
-            layers: Basic blocks per stage (3, 3, 3 for ResNet20; 9, 9, 9 for ResNet56).
-            channels: Stage widths; the stem has ``channels[0]`` channels.
+            layers: Basic blocks in each of the 3 stages (3, 3, 3 for ResNet20; 9, 9, 9 for ResNet56).
+            channels: Widths of the 3 stages; the stem has ``channels[0]`` channels.
             norm: One of bn, in, ln, gn, mn, mgn (see ``mnzoo.models._builder``).
             num_modes: K for mn/mgn (default 2); must be None for the other norms.
             num_classes: Classifier outputs (0 for no classifier).
@@ -63,8 +63,9 @@ class CifarResNet(nn.Module):
         """
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        if len(layers) != len(channels):
-            raise ValueError(f'layers {tuple(layers)} and channels {tuple(channels)} must have the same length')
+        if len(layers) != 3 or len(channels) != 3:
+            raise ValueError(
+                f'CIFAR ResNets have 3 stages; got layers={tuple(layers)}, channels={tuple(channels)}')
         self.norm = norm
         self.num_modes = resolve_num_modes(norm, num_modes)
         norm_layer = get_norm_layer(norm, self.num_modes)
@@ -99,7 +100,6 @@ class CifarResNet(nn.Module):
             name = f'layer{stage_idx + 1}'
             self.add_module(name, nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=name))
-        self.stage_names = tuple(f'layer{i + 1}' for i in range(len(layers)))
 
         self.num_features = self.head_hidden_size = in_chs
         self.global_pool, self.fc = create_classifier(in_chs, num_classes, pool_type=global_pool, **dd)
@@ -140,13 +140,12 @@ class CifarResNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv1(x)))
-        for name in self.stage_names:
-            stage = getattr(self, name)
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                from timm.models import checkpoint_seq
-                x = checkpoint_seq(stage, x)
-            else:
-                x = stage(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq([self.layer1, self.layer2, self.layer3], x, flatten=True)
+        else:
+            x = self.layer1(x)
+            x = self.layer2(x)
+            x = self.layer3(x)
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
