@@ -1,0 +1,178 @@
+"""The ``mnzoo`` command: as a real process (console script) for list/eval/predict/errors, and through
+``mnzoo.cli.main`` in-process for the rest, to keep the suite fast (each process start imports torch+timm).
+
+eval and predict are checked against an independent computation: images read with PIL, normalised by
+hand with the model's mean/std, one forward pass each.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import timm
+import mnzoo.models  # noqa: F401
+from mnzoo import hub
+from mnzoo.cli import main
+from mnzoo.models import CIFAR10_LABELS
+
+from conftest import REPO_ROOT, subprocess_env
+
+SHARED_TAR = REPO_ROOT.parent / 'shared' / 'data' / 'cifar10' / 'test-lossless-1k.tar'
+CONSOLE = Path(sys.executable).with_name('mnzoo')
+
+
+def run(*args, env=None, ok=True, timeout=180):
+    cmd = [str(CONSOLE)] if CONSOLE.exists() else [sys.executable, '-m', 'mnzoo.cli']
+    r = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                       env=subprocess_env(**(env or {})))
+    if ok:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.fixture(scope='module')
+def weights_folder(tmp_path_factory):
+    """An exported resnet20_mn.cifar10 with random tensors (buffers too, so predictions vary)."""
+    torch.manual_seed(5)
+    model = timm.create_model('resnet20_mn.cifar10')
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand_like(t) + 0.5 if 'running_var' in name else torch.randn_like(t) * 0.5)
+    return hub.export(model, tmp_path_factory.mktemp('cli') / 'resnet20_mn.cifar10',
+                      metrics={'eval': {'t': {'top1': 1.0, 'top5': 2.0}}})
+
+
+def _reference_logits(folder: Path, images):
+    model = timm.create_model('resnet20_mn.cifar10')
+    from safetensors.torch import load_file
+    model.load_state_dict(load_file(str(folder / 'model.safetensors')))
+    model.eval()
+    mean = torch.tensor(model.pretrained_cfg['mean']).view(3, 1, 1)
+    std = torch.tensor(model.pretrained_cfg['std']).view(3, 1, 1)
+    xs = [(torch.from_numpy(np.asarray(Image.open(p).convert('RGB'), dtype=np.float32)).permute(2, 0, 1) / 255
+           - mean) / std for p in images]
+    with torch.no_grad():
+        return model(torch.stack(xs))
+
+
+@pytest.fixture(scope='module')
+def image_folder(weights_folder, tmp_path_factory):
+    """A tiny ImageFolder of random 32x32 PNGs; half are filed under the class the model predicts, so the
+    expected accuracy is well above chance and known from an independent forward pass."""
+    root = tmp_path_factory.mktemp('imgs')
+    rng = np.random.default_rng(0)
+    raw = []
+    for i in range(12):
+        p = root / f'{i:02d}.png'
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(p)
+        raw.append(p)
+    logits = _reference_logits(weights_folder, raw)
+    data = root / 'data'
+    labels = []
+    for i, p in enumerate(raw):
+        cls = int(logits[i].argmax()) if i % 2 == 0 else (int(logits[i].argmax()) + 1 + i % 3) % 10
+        (data / CIFAR10_LABELS[cls]).mkdir(parents=True, exist_ok=True)
+        p.rename(data / CIFAR10_LABELS[cls] / p.name)
+        labels.append(cls)
+    top5 = logits.topk(5, dim=1).indices
+    y = torch.tensor(labels)
+    expected = {'top1': round(100.0 * (top5[:, 0] == y).float().mean().item(), 4),
+                'top5': round(100.0 * (top5 == y[:, None]).any(1).float().mean().item(), 4)}
+    return data, expected
+
+
+def test_list(capsys):
+    r = run('list')  # the console script, as a user runs it
+    assert set(r.stdout.split()) == set(mnzoo.models.MODEL_NAMES)
+    assert main(['list', '--pretrained']) == 0
+    published = json.loads((REPO_ROOT / 'mnzoo' / 'weights_manifest.json').read_text())
+    out = capsys.readouterr().out
+    assert {line.split('\t')[0] for line in out.splitlines()} == set(published)
+    assert main(['list', '--filter', 'resnet20_*']) == 0
+    assert capsys.readouterr().out.split() == ['resnet20_bn', 'resnet20_mn', 'resnet20_gn', 'resnet20_mgn']
+
+
+def test_info_json(capsys):
+    assert main(['info', 'resnet20_mn.cifar10', '--json']) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info['num_params'] == 274084 and info['num_modes'] == 2
+    assert info['tags'] == ['cifar10', 'cifar100'] and info['input_size'] == [3, 32, 32]
+
+
+def test_unknown_name_is_one_clear_line(capsys):
+    r = run('info', 'resnet20_nm', ok=False)
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("mnzoo: error: Unknown model 'resnet20_nm'")
+    assert 'Did you mean: resnet20_mn' in r.stderr and 'Traceback' not in r.stderr
+    assert main(['eval', 'resnet20_mn.cifar10', '--random-init', '--data', '/nonexistent']) == 2
+    assert 'mnzoo: error: --data /nonexistent: no such file or folder' in capsys.readouterr().err
+    assert main(['eval', 'resnet20_mn.cifar12', '--data', '/nonexistent']) == 2
+    assert "Unknown tag 'cifar12'" in capsys.readouterr().err
+
+
+def test_eval_matches_independent_forward(weights_folder, image_folder):
+    data, expected = image_folder
+    r = run('eval', f'local-dir:{weights_folder}', '--data', data, '--json', '--batch-size', 5)
+    res = json.loads(r.stdout)
+    assert res['num_samples'] == 12
+    assert (res['top1'], res['top5']) == (expected['top1'], expected['top5'])
+    assert res['top1'] >= 50.0
+    assert 'eval' in r.stderr and '100%' in r.stderr  # the progress bar
+
+
+@pytest.mark.skipif(not SHARED_TAR.is_file(), reason=f'{SHARED_TAR} not present')
+def test_eval_on_shared_imagefolder_tar(weights_folder, capsys):
+    assert main(['eval', f'local-dir:{weights_folder}', '--data', str(SHARED_TAR), '--limit', '200', '--json',
+                 '--quiet']) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res['num_samples'] == 200 and 0 <= res['top1'] <= res['top5'] <= 100
+
+
+def test_predict_top5_with_label_names(weights_folder, image_folder):
+    data, _ = image_folder
+    img = sorted(data.rglob('*.png'))[0]
+    r = run('predict', f'local-dir:{weights_folder}', img, '--json')
+    (out,) = json.loads(r.stdout)
+    top = out['top']
+    assert len(top) == 5 and all(t['label'] in CIFAR10_LABELS for t in top)
+    probs = _reference_logits(weights_folder, [img]).softmax(1)[0]
+    assert top[0]['index'] == int(probs.argmax()) and top[0]['label'] == CIFAR10_LABELS[int(probs.argmax())]
+    assert abs(top[0]['prob'] - float(probs.max())) < 1e-5
+    assert [t['prob'] for t in top] == sorted([t['prob'] for t in top], reverse=True)
+
+
+def test_export_register_check_commands(tmp_path, capsys):
+    """The run -> weights folder -> manifest path, each one command (in-process to stay fast)."""
+    model = timm.create_model('resnet20_bn.cifar10')
+    ckpt = tmp_path / 'checkpoint.pth.tar'
+    torch.save({'state_dict': model.state_dict(), 'epoch': 1}, ckpt)
+    metrics = tmp_path / 'metrics.json'
+    metrics.write_text(json.dumps({'eval': {'test': {'top1': 10.0, 'top5': 50.0}},
+                                   'params': sum(p.numel() for p in model.parameters()), 'seed': 0}))
+    assert main(['export', 'resnet20_bn.cifar10', '--checkpoint', str(ckpt), '--metrics', str(metrics),
+                 '--out', str(tmp_path / 'cards')]) == 0
+    folder = tmp_path / 'cards' / 'resnet20_bn.cifar10'
+    manifest = tmp_path / 'manifest.json'
+    assert main(['register', str(folder), '--manifest', str(manifest)]) == 0
+    assert json.loads(manifest.read_text())['resnet20_bn.cifar10']['metrics'] == {'test': {'top1': 10.0, 'top5': 50.0}}
+    assert main(['check', str(folder)]) == 0
+    (folder / 'model.safetensors').write_bytes(b'junk')
+    assert main(['check', str(folder)]) == 1
+    assert 'not a valid safetensors file' in capsys.readouterr().out
+
+
+def test_publish_command(hub_servers, weights_folder, capsys):
+    assert main(['publish', str(weights_folder), 'mnzoo-cli/r20', '--endpoint', hub_servers.upload,
+                 '--token', 't']) == 0
+    sha = capsys.readouterr().out.strip().rsplit('/', 1)[-1]
+    repo = hub_servers.mirrors / 'models' / 'mnzoo-cli' / 'r20'
+    files = subprocess.run(['git', '-C', str(repo), 'ls-tree', '--name-only', sha], capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert sorted(files) == ['README.md', 'config.json', 'model.safetensors']
