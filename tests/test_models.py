@@ -89,6 +89,10 @@ def test_model_contract(name):
     assert model.pretrained_cfg is model.default_cfg
     assert model.pretrained_cfg['architecture'] == name
     assert model.pretrained_cfg['paper_ids'] == 'arXiv:1810.05466'
+    # the names timm's loader uses to adapt in_chans and to drop a mismatched classifier
+    stem = model.get_submodule(model.pretrained_cfg['first_conv'])
+    assert isinstance(stem, nn.Conv2d) and stem.in_channels == 1
+    assert model.get_submodule(model.pretrained_cfg['classifier']) is model.get_classifier()
 
     model.reset_classifier(3)
     with torch.no_grad():
