@@ -1,4 +1,4 @@
-"""The ``mnzoo`` command: list, info, eval, predict, export, register, check, publish.
+"""The ``mnzoo`` command: list, info, eval, predict, export, register, check, table, publish.
 
 Model names are anything ``mnzoo.create_model`` accepts: ``resnet20_mn``, ``resnet20_mn.cifar10``,
 ``hf-hub:mnzoo/resnet20_mn.cifar10`` or ``local-dir:weights_cards/resnet20_mn.cifar10``.
@@ -209,6 +209,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_table(args: argparse.Namespace) -> int:
+    from .hub import model_table
+    print(model_table(link_prefix=args.link_prefix, include_unpublished=not args.published_only), end='')
+    return 0
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     from .hub import publish
     repo_id = args.repo_id or f'mnzoo/{Path(args.folder).name}'
@@ -275,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('check', help='check weights folders (sha256, sizes, registry, card metrics)')
     p.add_argument('folders', nargs='+')
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser('table', help="the README's markdown model table, from the registry and manifest")
+    p.add_argument('--link-prefix', default='weights_cards')
+    p.add_argument('--published-only', action='store_true')
+    p.set_defaults(func=cmd_table)
 
     p = sub.add_parser('publish', help='push a weights folder to the Hub (create_repo + upload_folder)')
     p.add_argument('folder')

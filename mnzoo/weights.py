@@ -336,8 +336,9 @@ def fetch_verified(pretrained_cfg: Any) -> Path:
 
     ``pretrained_cfg`` is timm's ``PretrainedCfg`` (or its dict form) with ``architecture``, ``tag`` and
     ``hf_hub_id``. Weights in the manifest come from the local weights dir if present, else the Hub, and are
-    checked against the manifest sha256. Other ``hf-hub:`` repos (``source == 'hf-hub'``) are checked
-    against ``config.json``'s ``mnzoo.sha256``. Raises a ``WeightsError`` subclass naming the problem.
+    checked against the manifest sha256. Other ``hf-hub:`` repos (``source == 'hf-hub'``) and
+    ``local-dir:`` folders (``source == 'local-dir'``) are checked against their ``config.json``'s
+    ``mnzoo.sha256`` (written by ``mnzoo.hub.export``). Raises a ``WeightsError`` subclass naming the problem.
     """
     arch, tag = _weight_name(pretrained_cfg)
     hid = _cfg_get(pretrained_cfg, 'hf_hub_id')
@@ -391,6 +392,16 @@ def pretrained_overlay(
         return build_model_with_cfg(Model, variant, pretrained, **kwargs)
     """
     from timm.models._builder import resolve_pretrained_cfg
+    user_file = (pretrained_cfg_overlay or {}).get('file')
+    if user_file:
+        # The caller's own weight file (``pretrained_cfg_overlay=dict(file=...)``): their file, their trust.
+        # It must exist and, if safetensors, be well formed; timm loads other formats with weights_only=True.
+        path = Path(user_file)
+        if not path.is_file():
+            raise WeightsNotFoundError(f'pretrained_cfg_overlay file {path} does not exist.')
+        if path.suffix == '.safetensors':
+            check_safetensors(path)
+        return dict(pretrained_cfg_overlay, source='file', custom_load=False)
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=pretrained_cfg_overlay)
     if in_chans is not None:
         src = (cfg.input_size or (3,))[0]

@@ -191,3 +191,35 @@ def test_list_models_matches_registry_and_manifest(zoo):
     assert set(list_models()) == set(mnzoo.models.MODEL_NAMES)
     assert list_models(pretrained=True) == [NAME]
     assert all(timm.is_model(n) for n in list_models())
+
+
+def test_user_weight_file_via_overlay(zoo, tmp_path):
+    """A user's own file is loaded as given (no manifest needed), after a format check."""
+    model = timm.create_model(ARCH)
+    mine = tmp_path / 'mine.safetensors'
+    save_file(model.state_dict(), str(mine))
+    loaded = create_model(f'{ARCH}.cifar100', pretrained=True, num_classes=10,
+                          pretrained_cfg_overlay=dict(file=str(mine), num_classes=10))
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    (tmp_path / 'bad.safetensors').write_bytes(b'nope')
+    with pytest.raises(weights.CorruptWeightsError):
+        create_model(ARCH, pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / 'bad.safetensors')))
+    with pytest.raises(weights.WeightsNotFoundError, match='does not exist'):
+        create_model(ARCH, pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / 'none.safetensors')))
+
+
+def test_export_register_flag_writes_manifest(tmp_path):
+    model = timm.create_model('resnet20_gn.cifar10')
+    manifest = tmp_path / 'm.json'
+    hub.export(model, tmp_path / 'resnet20_gn.cifar10', metrics={'top1': 1.5, 'top5': 7.5}, register=True,
+               manifest=manifest)
+    entry = json.loads(manifest.read_text())['resnet20_gn.cifar10']
+    assert entry['metrics'] == {'test': {'top1': 1.5, 'top5': 7.5}} and entry['num_modes'] is None
+
+
+def test_model_table_comes_from_manifest(zoo):
+    table = hub.model_table(include_unpublished=False)
+    rows = table.strip().splitlines()
+    assert len(rows) == 3  # header, rule, the one published weight
+    assert rows[2] == (f'| `{NAME}` | 274,084 | 2 | CIFAR-10 | 50.00 (test) | '
+                       f'[card](weights_cards/{NAME}/README.md) |')

@@ -121,7 +121,7 @@ def export(
         limitations=list(limitations or []), notes=notes)
     (folder / CARD_FILENAME).write_text(card, encoding='utf-8')
     if register:
-        globals()['register'](folder, manifest=manifest)
+        _register(folder, manifest=manifest)
     return folder
 
 
@@ -166,6 +166,9 @@ def register(folder: Union[str, Path], manifest: Optional[Union[str, Path]] = No
     data[folder.name] = entry
     path.write_text(json.dumps(dict(sorted(data.items())), indent=2, sort_keys=False) + '\n', encoding='utf-8')
     return entry
+
+
+_register = register  # export's ``register=`` flag shadows the function name inside export
 
 
 def _same(a: Any, b: Any) -> bool:

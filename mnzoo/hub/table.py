@@ -1,0 +1,41 @@
+"""The README's model table, made from the registry and the manifest (never typed by hand)."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from ..weights import get_entry, published
+from .card import DATASETS
+
+__all__ = ['model_table']
+
+
+def model_table(link_prefix: str = 'weights_cards', include_unpublished: bool = True) -> str:
+    """Markdown table: one row per published weight (params, K, dataset, top-1 per eval set, card link),
+    then, optionally, one row per architecture without published weights yet."""
+    import timm
+    from .. import models
+    from .export import count_params, num_modes_of
+
+    def params_k(arch: str) -> tuple:
+        m = timm.create_model(arch)
+        return count_params(m), num_modes_of(m)
+
+    rows: List[str] = ['| model | params | K | dataset | top-1 (%) | card |', '|---|---|---|---|---|---|']
+    done = set()
+    for name in published():
+        arch, tag = name.split('.', 1)
+        if arch not in models.MODEL_NAMES:
+            continue
+        e = get_entry(name)
+        top1 = '; '.join(f'{v["top1"]:.2f} ({k})' for k, v in e.metrics.items() if 'top1' in v) or '–'
+        ds = DATASETS.get(tag, ([], tag))[1]
+        k: Optional[int] = e.extra.get('num_modes')
+        rows.append(f'| `{name}` | {e.num_params:,} | {k or "–"} | {ds} | {top1} | '
+                    f'[card]({link_prefix}/{name}/README.md) |')
+        done.add(arch)
+    if include_unpublished:
+        for arch in models.MODEL_NAMES:
+            if arch not in done:
+                n, k = params_k(arch)
+                rows.append(f'| `{arch}` | {n:,} | {k or "–"} | – | no weights yet | – |')
+    return '\n'.join(rows) + '\n'
