@@ -330,6 +330,15 @@ def test_pretrained_new_classifier_and_in_chans(published_resnet20_mn, caplog):
     assert torch.allclose(got['conv1.weight'], sd['conv1.weight'].sum(1, keepdim=True))
 
 
+def test_pretrained_features_only(published_resnet20_mn):
+    sd = published_resnet20_mn
+    feats = timm.create_model('resnet20_mn.cifar10', pretrained=True, features_only=True, out_indices=(3,))
+    assert torch.equal(feats.state_dict()['layer3.2.conv2.weight'], sd['layer3.2.conv2.weight'])
+    with torch.no_grad():
+        (out,) = feats.eval()(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 64, 8, 8)
+
+
 def test_pretrained_errors(published_resnet20_mn):
     from mnzoo.weights import IntegrityError, WeightsNotFoundError
     with pytest.raises(WeightsNotFoundError, match='resnet56_mn'):
