@@ -259,7 +259,8 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str] = None) ->
     )
     endpoint = hub_endpoint()
     try:
-        check_hub_reachable(repo_id, filename, revision)
+        if not hf_constants.HF_HUB_OFFLINE:  # offline mode: hf_hub_download answers from the cache alone
+            check_hub_reachable(repo_id, filename, revision)
     except HubUnavailableError:
         cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, revision=revision)
         if isinstance(cached, str) and os.path.isfile(cached):

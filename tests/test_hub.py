@@ -71,6 +71,20 @@ def test_timm_hf_hub_loads_export_through_olah(hf_hub_env, exported):
     _assert_same_tensors(create_model(f'hf-hub:{repo_id}', pretrained=True), exported)
 
 
+def test_cached_hub_weights_survive_hub_outage(hf_hub_env, exported, monkeypatch):
+    repo_id = _fresh()
+    hf_hub_env.add_repo(repo_id, exported)
+    cfg = {'architecture': ARCH, 'hf_hub_id': repo_id, 'source': 'hf-hub'}
+    first = weights.fetch_verified(cfg)
+    monkeypatch.setenv('HF_ENDPOINT', f'http://127.0.0.1:{free_port()}')  # the Hub goes away
+    t0 = time.monotonic()
+    assert weights.fetch_verified(cfg) == first  # served from the HF cache, still sha-verified
+    assert time.monotonic() - t0 < 5
+    first.unlink()  # drop the cached file: now it must fail, quickly and clearly
+    with pytest.raises(weights.HubUnavailableError, match='did not answer'):
+        weights.fetch_verified(cfg)
+
+
 def test_registered_name_loads_from_olah_and_from_local_folder(hub_servers, exported, tmp_path):
     """The registry path needs the weight in the manifest at import time: run it in a fresh process with a
     test manifest (MNZOO_MANIFEST), the real Hub repo name mnzoo/<arch>.<tag>, and no local folder. Then the

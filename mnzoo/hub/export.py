@@ -194,6 +194,7 @@ def check_weights_folder(
     """
     import timm
     from safetensors.torch import load_file
+    from .. import models  # noqa: F401  (registers mnzoo's architectures in timm)
 
     folder = Path(folder)
     problems: List[str] = []
