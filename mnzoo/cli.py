@@ -184,9 +184,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     arch, tag = split_model_name_tag(args.name)
     if not tag:
         raise ValueError(f'export needs <arch>.<tag>, got {args.name!r}')
-    model = _create(args.name, pretrained=False, checkpoint=args.checkpoint, **_model_kwargs(args))
+    from .hub import load_metrics
+    metrics = load_metrics(args.metrics)
+    # Build the model the run trained: its recorded model_kwargs / num_classes, unless given here.
+    kwargs = {k: v for k, v in (metrics.get('model_kwargs') or {}).items() if k not in ('pretrained',)}
+    if metrics.get('num_classes') is not None:
+        kwargs['num_classes'] = metrics['num_classes']
+    kwargs.update(_model_kwargs(args))
+    model = _create(args.name, pretrained=False, checkpoint=args.checkpoint, **kwargs)
     folder = Path(args.out) / args.name
-    export(model, folder, metrics=args.metrics, recipe=args.recipe, tag=tag, register=args.register)
+    export(model, folder, metrics=metrics, recipe=args.recipe, tag=tag, register=args.register)
     print(folder)
     return 0
 

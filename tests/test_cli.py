@@ -149,19 +149,31 @@ def test_predict_top5_with_label_names(weights_folder, image_folder):
 
 
 def test_export_register_check_commands(tmp_path, capsys):
-    """The run -> weights folder -> manifest path, each one command (in-process to stay fast)."""
-    model = timm.create_model('resnet20_bn.cifar10')
-    ckpt = tmp_path / 'checkpoint.pth.tar'
+    """The run -> weights folder -> manifest path, each one command (in-process to stay fast), with a
+    metrics.json shaped like training/train.py's (model_kwargs, eval sets, best, resumed commands)."""
+    model = timm.create_model('resnet20_mn.cifar10', num_modes=3)
+    ckpt = tmp_path / 'last.pth.tar'
     torch.save({'state_dict': model.state_dict(), 'epoch': 1}, ckpt)
     metrics = tmp_path / 'metrics.json'
-    metrics.write_text(json.dumps({'eval': {'test': {'top1': 10.0, 'top5': 50.0}},
-                                   'params': sum(p.numel() for p in model.parameters()), 'seed': 0}))
-    assert main(['export', 'resnet20_bn.cifar10', '--checkpoint', str(ckpt), '--metrics', str(metrics),
+    metrics.write_text(json.dumps({
+        'model': 'resnet20_mn', 'model_kwargs': {'num_modes': 3}, 'num_classes': 10,
+        'params': sum(p.numel() for p in model.parameters()), 'seed': 0, 'epochs': 1,
+        'eval': {'test-lossless-1k': {'top1': 10.0, 'top5': 50.0, 'loss': 2.3, 'n': 1000}},
+        'best': {'epoch': 0, 'top1': 99.0}, 'commands': ['python train.py a', 'python train.py a --resume'],
+        'command': 'python train.py a --resume', 'recipe': 'training/recipes/resnet20_cifar10.yaml'}))
+    assert main(['export', 'resnet20_mn.cifar10', '--checkpoint', str(ckpt), '--metrics', str(metrics),
                  '--out', str(tmp_path / 'cards')]) == 0
-    folder = tmp_path / 'cards' / 'resnet20_bn.cifar10'
+    folder = tmp_path / 'cards' / 'resnet20_mn.cifar10'
+    cfg = json.loads((folder / 'config.json').read_text())
+    assert cfg['mnzoo']['num_modes'] == 3 and cfg['model_args']['num_modes'] == 3
+    card = (folder / 'README.md').read_text()
+    assert 'python train.py a\npython train.py a --resume' in card and '99.0' not in card
+    assert 'training/recipes/resnet20_cifar10.yaml' in card and 'K=3' in card
     manifest = tmp_path / 'manifest.json'
     assert main(['register', str(folder), '--manifest', str(manifest)]) == 0
-    assert json.loads(manifest.read_text())['resnet20_bn.cifar10']['metrics'] == {'test': {'top1': 10.0, 'top5': 50.0}}
+    entry = json.loads(manifest.read_text())['resnet20_mn.cifar10']
+    assert entry['metrics'] == {'test-lossless-1k': {'top1': 10.0, 'top5': 50.0, 'loss': 2.3, 'n': 1000}}
+    assert entry['num_modes'] == 3
     assert main(['check', str(folder)]) == 0
     (folder / 'model.safetensors').write_bytes(b'junk')
     assert main(['check', str(folder)]) == 1

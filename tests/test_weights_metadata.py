@@ -145,3 +145,21 @@ def test_export_refuses_metrics_of_another_model(tmp_path):
         hub.export(model, tmp_path / 'x', metrics={'params': 274084, 'top1': 1.0})
     with pytest.raises(ValueError, match='needs a timm model'):
         hub.export(torch.nn.Linear(2, 2), tmp_path / 'y')  # not a timm model at all
+
+
+def test_card_reads_only_the_runs_results():
+    """eval sets come from the run's own 'eval' block; 'best' (another checkpoint) is never reported."""
+    from mnzoo.hub.card import eval_sets, render_card
+    m = {'eval': {'a': {'top1': 1.0, 'top5': 2.0, 'top1_per_domain': {'mnist': 3.0, 'cifar10': 4.0}}},
+         'best': {'top1': 77.0}}
+    assert eval_sets(m) == {'a': m['eval']['a']}
+    assert eval_sets({'eval': {}, 'best': {'top1': 77.0}}) == {}
+    assert eval_sets({'top1': 5.0, 'top5': 6.0, 'eval_set': 'val'}) == {'val': {'top1': 5.0, 'top5': 6.0}}
+    card = render_card(name='lenet_mn.multidomain', num_params=1, num_modes=4, sha256='0' * 64, file_size=1,
+                       pretrained_cfg={'input_size': (3, 32, 32), 'num_classes': 40}, metrics=m)
+    assert 'mnist 3.00, cifar10 4.00' in card and '77' not in card
+    # the paper rows follow K: K=4 gives the 24.25 row of Table 1 only
+    assert '24.25 ± 0.71' in card and '23.16' not in card
+    empty = render_card(name='nin_mn.cifar10', num_params=1, num_modes=2, sha256='0' * 64, file_size=1,
+                        pretrained_cfg={}, metrics={})
+    assert 'No measured results were supplied' in empty and 'model-index' not in empty

@@ -98,9 +98,10 @@ def eval_sets(metrics: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
     """
     for key in ('eval', 'eval_sets', 'results'):
         block = metrics.get(key)
-        if isinstance(block, Mapping) and block and all(_is_result(v) for v in block.values()):
-            return {str(k): dict(v) for k, v in block.items()}
-    nested = {str(k): dict(v) for k, v in metrics.items() if _is_result(v)}
+        if isinstance(block, Mapping):  # the run says where its results are: use only those
+            return {str(k): dict(v) for k, v in block.items() if _is_result(v)}
+    # 'best' is the best-epoch checkpoint's score, not the exported weights': never report it as a result
+    nested = {str(k): dict(v) for k, v in metrics.items() if _is_result(v) and k != 'best'}
     if nested:
         return nested
     if 'top1' in metrics or 'top5' in metrics:
@@ -224,13 +225,22 @@ def render_card(
              ('Git commit', _first(metrics, 'git_commit') and f"`{_first(metrics, 'git_commit')}`")]
     for label, value in facts:
         out.append(f'- **{label}:** {"not recorded" if value is None or value is False else value}')
-    out += ['', 'Command:', '', '```bash', command or 'not recorded', '```', '']
+    commands = [str(c) for c in metrics.get('commands') or []] or [command or 'not recorded']
+    if command and command not in commands:
+        commands = [command]
+    out += ['', 'Command' + ('s (the run was resumed; in order):' if len(commands) > 1 else ':'), '', '```bash',
+            *commands, '```', '']
     out += ['## Results', '']
     if sets:
         out += ['| eval set | top-1 (%) | top-5 (%) | images |', '|---|---|---|---|']
         for set_name, res in sets.items():
             out.append(f'| {set_name} | {_fmt(res.get("top1"))} | {_fmt(res.get("top5"))} | '
                        f'{_fmt(_first(res, "num_samples", "count", "n"))} |')
+        for set_name, res in sets.items():
+            per = res.get('top1_per_domain')
+            if isinstance(per, Mapping) and per:
+                out += ['', f'Top-1 (%) per domain on {set_name}: '
+                        + ', '.join(f'{d} {_fmt(v)}' for d, v in per.items()) + '.']
     else:
         out.append('No measured results were supplied for this export.')
     rows = paper_rows(name, num_modes)
