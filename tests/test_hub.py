@@ -253,3 +253,28 @@ def test_hub_black_hole_times_out(monkeypatch, exported, tmp_path):
     finally:
         sock.close()
     assert time.monotonic() - t0 < 5
+
+
+# ------------------------------------------------------------------------------------------- hubconf
+
+def test_hubconf_has_one_documented_entrypoint_per_model():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('mnzoo_hubconf', REPO_ROOT / 'hubconf.py')
+    hubconf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubconf)
+    import importlib
+    for dep in hubconf.dependencies:
+        assert importlib.util.find_spec(dep) is not None, dep
+    public = {n for n in dir(hubconf) if callable(getattr(hubconf, n)) and not n.startswith('_')}
+    assert public == set(mnzoo.models.MODEL_NAMES)
+    for name in public:
+        doc = getattr(hubconf, name).__doc__
+        assert name in doc and 'pretrained' in doc and 'Tag ' in doc, name
+
+
+def test_torch_hub_load_local_checkout():
+    model = torch.hub.load(str(REPO_ROOT), 'resnet20_mn', source='local', pretrained=False, num_modes=3,
+                           num_classes=7)
+    assert model.num_classes == 7 and hub.num_modes_of(model) == 3
+    lenet = torch.hub.load(str(REPO_ROOT), 'lenet_mn', source='local', tag='multidomain')
+    assert lenet.pretrained_cfg['tag'] == 'multidomain' and lenet(torch.randn(2, 3, 32, 32)).shape == (2, 40)
