@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List
 
 from torch import nn
 

@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-import torch
 from torch import nn
 
 from ..weights import (
