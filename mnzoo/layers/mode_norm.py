@@ -19,7 +19,8 @@ so no E[x^2] - E[x]^2 cancellation happens for inputs with large means.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple
+import contextlib
+from typing import Callable, ContextManager, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -74,19 +75,60 @@ def mode_norm_coefficients(
     if mode_mean is None or mode_var is None:
         assert v is not None
         mass = all_reduce(g.sum(0))  # N_k
-        mu = all_reduce(g.t() @ m) / _nonzero(mass).unsqueeze(1)  # (K, C)
-        dev = v.unsqueeze(0) + (m.unsqueeze(0) - mu.unsqueeze(1)).square()  # (K, N, C)
-        var = all_reduce(torch.einsum("nk,knc->kc", g, dev)) / _nonzero(mass).unsqueeze(1)
+        inv_mass = _nonzero(mass).reciprocal().unsqueeze(1)
+        mu = all_reduce(g.t() @ m) * inv_mass  # (K, C)
+        dev = v + (m - mu.unsqueeze(1)).square()  # (K, N, C): v_n + (m_n - mu_k)^2
+        var = all_reduce(torch.bmm(g.t().unsqueeze(1), dev).squeeze(1)) * inv_mass
     else:
         mu, var, mass = mode_mean, mode_var, g.sum(0)
-    r = torch.rsqrt(var + eps)  # (K, C)
-    a = g @ r
-    shift = g @ (mu * r)
+    scale = torch.rsqrt(var + eps)  # (K, C)
     if weight is not None:
-        a = a * weight
-        shift = shift * weight
-    b = -shift if bias is None else bias - shift
+        scale = scale * weight
+    a = g @ scale
+    shift = mu * scale
+    b = -(g @ shift) if bias is None else torch.addmm(bias, g, shift, alpha=-1)
     return a, b, g, mu, var, mass
+
+
+def _mode_norm_coefficients_backward(
+    ga: Tensor, gb: Tensor, m: Tensor, v: Tensor, params: Sequence[Optional[Tensor]], eps: float,
+    g: Tensor, mu: Tensor, var: Tensor, mass: Tensor,
+) -> Tuple[Tensor, Tensor, List[Optional[Tensor]]]:
+    """Hand-derived backward of ``mode_norm_coefficients`` (batch statistics, one process).
+
+    Given dL/da and dL/db (N, C), returns dL/dm, dL/dv and the parameter gradients. It replaces
+    re-running the small graph under autograd, whose op-by-op overhead dominated small layers.
+    """
+    gate_weight, _gate_bias, weight, bias = params
+    r = torch.rsqrt(var + eps)
+    scale = r if weight is None else r * weight
+    shift = mu * scale
+    gt = g.t()
+    # a = g @ scale, b = bias - g @ shift
+    d_g = ga @ scale.t() - gb @ shift.t()  # (N, K)
+    d_scale = gt @ ga
+    d_shift = -(gt @ gb)
+    d_bias = gb.sum(0) if bias is not None else None
+    d_r = d_scale + d_shift * mu  # through scale = r * w and shift = mu * r * w
+    d_weight = (d_r * r).sum(0) if weight is not None else None
+    if weight is not None:
+        d_r = d_r * weight
+    d_mu = d_shift * scale
+    # var = sum_n g (v + (m - mu)^2) / N_k,  mu = sum_n g m / N_k,  r = (var + eps)^(-1/2)
+    inv_mass = _nonzero(mass).reciprocal().unsqueeze(1)
+    d_var = -0.5 * d_r * r.pow(3) * inv_mass  # already divided by N_k
+    dev_m = m - mu.unsqueeze(1)  # (K, N, C)
+    g_dev_m = gt.unsqueeze(2) * dev_m  # g_nk (m_n - mu_k)
+    d_mu = (d_mu - 2.0 * d_var * g_dev_m.sum(1)) * inv_mass
+    d_v = g @ d_var
+    d_m = g @ d_mu + 2.0 * (g_dev_m * d_var.unsqueeze(1)).sum(0)
+    dev = v + dev_m.square()
+    d_g = d_g + ((dev * d_var.unsqueeze(1)).sum(2) + (dev_m * d_mu.unsqueeze(1)).sum(2)).t() \
+        - (d_var * var).sum(1)
+    # g = softmax(m W^T + b_g)
+    d_z = g * (d_g - (g * d_g).sum(1, keepdim=True))
+    d_m = d_m + d_z @ gate_weight
+    return d_m, d_v, [d_z.t() @ m, d_z.sum(0), d_weight, d_bias]
 
 
 def mode_group_norm_coefficients(
@@ -120,54 +162,71 @@ def mode_group_norm_coefficients(
 
 
 CoeffFn = Callable[[Tensor, Tensor, Sequence[Optional[Tensor]]], Tuple[Tensor, ...]]
+CoeffBwd = Callable[..., Tuple[Tensor, Tensor, List[Optional[Tensor]]]]
 
 
 def _moments(x: Tensor) -> Tuple[Tensor, Tensor]:
     """Per-(sample, channel) mean and biased variance over the last dim, two-pass (stable)."""
     m = x.mean(2)
-    v = (x - m.unsqueeze(2)).square_().mean(2)
+    centred = x - m.unsqueeze(2)
+    v = (centred.square_() if not centred.requires_grad else centred.square()).mean(2)
     return m, v
 
 
-def _channel_affine(x: Tensor, scale: Tensor, shift: Tensor, center: Optional[Tensor] = None) -> Tensor:
+def _channel_affine(x: Tensor, scale: Tensor, shift: Tensor, center: Optional[Tensor] = None,
+                    out: Optional[Tensor] = None) -> Tensor:
     """scale * (x - center) + shift for each (sample, channel) row of x (N, C, S).
 
     Runs on torch's fused inference batch-norm kernel over the (1, N*C, S) view, with unit
     variance and eps=0, which is exactly this affine map and faster than broadcasting ops.
+    Returns the (1, N*C, S) result (callers reshape: a custom Function must not return a view);
+    ``out`` may be given to reuse a buffer of that shape.
     """
     n, c, s = x.shape
     flat = x.reshape(1, n * c, s)
     ones = torch.ones(n * c, dtype=x.dtype, device=x.device)
     mean = torch.zeros_like(ones) if center is None else center.reshape(-1)
-    y = torch.native_batch_norm(flat, scale.reshape(-1), shift.reshape(-1), mean, ones,
-                                False, 0.0, 0.0)[0]
-    return y  # (1, N*C, S): callers reshape (a custom Function must not return a view)
+    if out is None:
+        return torch.native_batch_norm(flat, scale.reshape(-1), shift.reshape(-1), mean, ones,
+                                       False, 0.0, 0.0)[0]
+    empty = ones.new_empty(0)
+    torch.ops.aten.native_batch_norm.out(flat, scale.reshape(-1), shift.reshape(-1), mean, ones,
+                                         False, 0.0, 0.0, out=out, save_mean=empty,
+                                         save_invstd=empty.clone())
+    return out
 
 
 class _FusedAffineNorm(torch.autograd.Function):
     """y = a(m, v, p) * x + b(m, v, p), with m, v the spatial moments of x.
 
-    The big (N, C, S) part is differentiated by hand on torch's fused batch-norm kernels; the
-    small (N, C) graph from (m, v, p) to (a, b) is re-run under autograd in backward, so the
-    K-dependent math is written once. Extra outputs of ``coeff_fn`` (gates, mode statistics)
-    are returned but not differentiable.
+    The big (N, C, S) part is differentiated by hand on torch's fused batch-norm kernels. The
+    small (N, C) graph from (m, v, p) to (a, b) is differentiated by ``coeff_bwd`` when given
+    (called with the extras as keywords), else by re-running ``coeff_fn`` under autograd. Extra
+    outputs of ``coeff_fn`` (gates, mode statistics) are returned but not differentiable.
     """
 
     @staticmethod
-    def forward(ctx, coeff_fn: CoeffFn, check: Callable, x: Tensor, *params: Optional[Tensor]):
-        m, v = _moments(x)
+    def forward(ctx, coeff_fn: CoeffFn, coeff_bwd: Optional[CoeffBwd], check: Callable, x: Tensor,
+                *params: Optional[Tensor]):
+        n, c, n_spatial = x.shape
+        # two-pass moments; the centred copy lives in the output buffer (one big allocation)
+        m = x.mean(2)
+        buf = _channel_affine(x, torch.ones_like(m), torch.zeros_like(m), m,
+                              out=x.new_empty(1, n * c, n_spatial))
+        v = torch.linalg.vector_norm(buf, dim=2).square_().view(n, c).div_(n_spatial)
         check(m, v)
         a, b, *extras = coeff_fn(m, v, params)
-        y = _channel_affine(x, a, b)
-        ctx.coeff_fn = coeff_fn
-        ctx.save_for_backward(x, m, v, a, *params)
+        y = _channel_affine(x, a, b, out=buf)
+        ctx.coeff_fn, ctx.coeff_bwd, ctx.n_params = coeff_fn, coeff_bwd, len(params)
+        ctx.save_for_backward(x, m, v, a, *params, *extras)
         ctx.mark_non_differentiable(*extras)
         return (y, *extras)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy: Tensor, *_unused):
-        x, m, v, a, *params = ctx.saved_tensors
+        x, m, v, a, *rest = ctx.saved_tensors
+        params, extras = rest[:ctx.n_params], rest[ctx.n_params:]
         n, c, n_spatial = x.shape
         ones = torch.ones(n * c, dtype=x.dtype, device=x.device)
         # one fused reduction pass: sum_s gy * (x - m) and sum_s gy
@@ -176,21 +235,32 @@ class _FusedAffineNorm(torch.autograd.Function):
             m.reshape(-1), ones, None, None, False, 0.0, [False, True, True])
         gb = gb.view(n, c)
         ga = gac.view(n, c) + m * gb  # dL/da = sum_s gy * x
-        with torch.enable_grad():
-            m_ = m.detach().requires_grad_()
-            v_ = v.detach().requires_grad_()
-            p_ = [p.detach().requires_grad_(need) if p is not None else None
-                  for p, need in zip(params, ctx.needs_input_grad[3:])]
-            a_, b_, *_ = ctx.coeff_fn(m_, v_, p_)
-            wrt = [m_, v_] + [p for p in p_ if p is not None and p.requires_grad]
-            grads = list(torch.autograd.grad((a_, b_), wrt, (ga, gb), allow_unused=True))
-        gm, gv = [torch.zeros_like(m) if t is None else t for t in grads[:2]]
-        pgrads = iter(grads[2:])
-        grad_params = [next(pgrads) if p is not None and p.requires_grad else None for p in p_]
+        needs = ctx.needs_input_grad[4:]
+        if ctx.coeff_bwd is not None:
+            gm, gv, grad_params = ctx.coeff_bwd(ga, gb, m, v, params, *extras)
+            grad_params = [gp if need else None for gp, need in zip(grad_params, needs)]
+        else:
+            gm, gv, grad_params = _autograd_coeff_backward(ctx.coeff_fn, ga, gb, m, v, params, needs)
         # dy/dx = a, and m, v are means over S: dm/dx = 1/S, dv/dx = 2 (x - m) / S
         gx = _channel_affine(x, 2.0 / n_spatial * gv, gm / n_spatial, m).view(n, c, n_spatial)
         gx.addcmul_(gy.reshape(n, c, n_spatial), a.unsqueeze(2))
-        return (None, None, gx, *grad_params)
+        return (None, None, None, gx, *grad_params)
+
+
+def _autograd_coeff_backward(coeff_fn: CoeffFn, ga: Tensor, gb: Tensor, m: Tensor, v: Tensor,
+                             params: Sequence[Optional[Tensor]], needs: Sequence[bool]):
+    """Differentiate the small coefficient graph by re-running it under autograd."""
+    with torch.enable_grad():
+        m_ = m.detach().requires_grad_()
+        v_ = v.detach().requires_grad_()
+        p_ = [p.detach().requires_grad_(need) if p is not None else None
+              for p, need in zip(params, needs)]
+        a_, b_, *_ = coeff_fn(m_, v_, p_)
+        wrt = [m_, v_] + [p for p in p_ if p is not None and p.requires_grad]
+        grads = list(torch.autograd.grad((a_, b_), wrt, (ga, gb), allow_unused=True))
+    gm, gv = [torch.zeros_like(m) if t is None else t for t in grads[:2]]
+    pgrads = iter(grads[2:])
+    return gm, gv, [next(pgrads) if p is not None and p.requires_grad else None for p in p_]
 
 
 def _affine(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -242,10 +312,11 @@ class _NormBase(nn.Module):
             raise TypeError(f"{self._get_name()}: expected a floating point input, got {x.dtype}")
 
     def _check_stats(self, m: Tensor, v: Optional[Tensor] = None) -> None:
+        """Raise on NaN/Inf statistics. v is computed from x - m, so a non-finite m (or x)
+        always shows in v: checking v alone is enough when it is given."""
         if not _checks_enabled():
             return
-        finite = torch.isfinite(m).all() if v is None else torch.isfinite(m).all() & torch.isfinite(v).all()
-        if not bool(finite):
+        if not bool(torch.isfinite(m if v is None else v).all()):
             raise ValueError(
                 f"{self._get_name()}({self.extra_repr()}): non-finite input statistics "
                 "(the input holds NaN or Inf, or overflows its dtype)")
@@ -254,6 +325,13 @@ class _NormBase(nn.Module):
     def _compute_dtype(x: Tensor) -> torch.dtype:
         # statistics of half-precision inputs are computed in fp32 (also under autocast)
         return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
+def _no_autocast(x: Tensor) -> ContextManager:
+    """Leave autocast while the statistics are computed (entering a context costs time)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(device_type=x.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _check_num_modes(name: str, num_modes: int) -> None:
@@ -356,7 +434,7 @@ class ModeNorm2d(_NormBase):
                 "give mode statistics in training; use batches of 2 or more, or call .eval()")
         in_dtype = x.dtype
         cdtype = self._compute_dtype(x)
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with _no_autocast(x):
             x3 = x.reshape(x.shape[0], x.shape[1], -1).to(cdtype)
             params = self._params(cdtype)
             if use_batch_stats:
@@ -375,14 +453,20 @@ class ModeNorm2d(_NormBase):
     def _forward_batch_stats(self, x3: Tensor, params: List[Optional[Tensor]]):
         reduce = self._all_reduce()
 
+        eps = self.eps
+
         def coeff_fn(m: Tensor, v: Tensor, p: Sequence[Optional[Tensor]]):
-            a, b, g, mu, var, mass = mode_norm_coefficients(m, v, *p, eps=self.eps, all_reduce=reduce)
+            a, b, g, mu, var, mass = mode_norm_coefficients(m, v, *p, eps=eps, all_reduce=reduce)
             return a, b, mu, var, mass, g
 
+        def coeff_bwd(ga, gb, m, v, p, mu, var, mass, g):
+            return _mode_norm_coefficients_backward(ga, gb, m, v, p, eps, g, mu, var, mass)
+
         if _use_fused(x3, params) and reduce is _identity:
-            y3, mu, var, mass, g = _FusedAffineNorm.apply(coeff_fn, self._check_stats, x3, *params)
+            y3, mu, var, mass, g = _FusedAffineNorm.apply(coeff_fn, coeff_bwd, self._check_stats,
+                                                          x3, *params)
         else:
-            v, m = torch.var_mean(x3, dim=2, unbiased=False)
+            m, v = _moments(x3)
             self._check_stats(m, v)
             a, b, mu, var, mass, g = coeff_fn(m, v, params)
             y3 = _affine(x3, a, b)
@@ -396,14 +480,13 @@ class ModeNorm2d(_NormBase):
             momentum = 1.0 / float(self.num_batches_tracked)
         else:
             momentum = self.momentum
-        sq_mass = self._all_reduce()(g.detach().square().sum(0))  # sum_n g_nk^2
-        n_eff = n_spatial * mass.square() / _nonzero(sq_mass)
-        unbias = torch.where(n_eff > 1.0 + 1e-6, n_eff / (n_eff - 1.0).clamp_min(1e-6),
-                             torch.ones_like(n_eff))
-        live = (mass > MIN_MODE_MASS).unsqueeze(1).to(mu.dtype) * momentum  # (K, 1)
+        sq_mass = self._all_reduce()(torch.linalg.vecdot(g, g, dim=0))  # sum_n g_nk^2
+        n_eff = mass.square().mul_(n_spatial).div_(_nonzero(sq_mass))
+        unbias = torch.where(n_eff > 1.0 + 1e-6, n_eff / (n_eff - 1.0).clamp_min(1e-6), 1.0)
         rm, rv = self.running_mean, self.running_var
-        rm.add_(live.to(rm.dtype) * (mu.detach().to(rm.dtype) - rm))
-        rv.add_(live.to(rv.dtype) * ((var.detach() * unbias.unsqueeze(1)).to(rv.dtype) - rv))
+        step = (mass > MIN_MODE_MASS).to(rm.dtype).mul_(momentum).unsqueeze(1)  # (K, 1)
+        rm.lerp_(mu.to(rm.dtype), step)
+        rv.lerp_(var.mul(unbias.unsqueeze(1)).to(rv.dtype), step)
 
 
 class ModeNorm1d(ModeNorm2d):
@@ -473,7 +556,7 @@ class ModeGroupNorm(_NormBase):
         self._check_input(x)
         in_dtype = x.dtype
         cdtype = self._compute_dtype(x)
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with _no_autocast(x):
             x3 = x.reshape(x.shape[0], x.shape[1], -1).to(cdtype)
             ps = [self.gate_weight, self.gate_bias, self.weight, self.bias]
             params = [p if p is None or p.dtype == cdtype else p.to(cdtype) for p in ps]
@@ -482,9 +565,9 @@ class ModeGroupNorm(_NormBase):
                 return mode_group_norm_coefficients(m, v, *p, eps=self.eps)
 
             if _use_fused(x3, params):
-                y3, _g = _FusedAffineNorm.apply(coeff_fn, self._check_stats, x3, *params)
+                y3, _g = _FusedAffineNorm.apply(coeff_fn, None, self._check_stats, x3, *params)
             else:
-                v, m = torch.var_mean(x3, dim=2, unbiased=False)
+                m, v = _moments(x3)
                 self._check_stats(m, v)
                 a, b, _g = coeff_fn(m, v, params)
                 y3 = _affine(x3, a, b)
