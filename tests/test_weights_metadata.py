@@ -143,6 +143,8 @@ def test_export_refuses_metrics_of_another_model(tmp_path):
     model = timm.create_model('resnet20_bn.cifar10')
     with pytest.raises(ValueError, match='different model'):
         hub.export(model, tmp_path / 'x', metrics={'params': 274084, 'top1': 1.0})
+    with pytest.raises(ValueError, match='describe the wrong data'):
+        hub.export(model, tmp_path / 'z', tag='cifar100')
     with pytest.raises(ValueError, match='needs a timm model'):
         hub.export(torch.nn.Linear(2, 2), tmp_path / 'y')  # not a timm model at all
 

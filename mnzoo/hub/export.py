@@ -40,6 +40,11 @@ def _name_of(model: nn.Module, tag: Optional[str]) -> str:
     if not arch:
         raise ValueError('export needs a timm model (created with timm.create_model / mnzoo.create_model): '
                          'model.pretrained_cfg has no architecture.')
+    if tag and cfg.get('tag') and tag != cfg['tag']:
+        raise ValueError(
+            f'model was created as {arch}.{cfg["tag"]} but is exported as {arch}.{tag}: its pretrained_cfg '
+            f'(mean/std, labels, input size) would describe the wrong data. Create it as '
+            f'"{arch}.{tag}" (timm.create_model / mnzoo.create_model) and load the trained state into it.')
     tag = tag or cfg.get('tag')
     if not tag:
         raise ValueError(f'export of {arch} needs tag= (the training dataset, e.g. "cifar10").')
