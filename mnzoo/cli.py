@@ -21,12 +21,15 @@ def _log(msg: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def _create(name: str, pretrained: bool, checkpoint: Optional[str] = None, **kwargs: Any):
+def _create(name: str, pretrained: bool, checkpoint: Optional[str] = None, use_ema: bool = False, **kwargs: Any):
     from ._factory import create_model
     model = create_model(name, pretrained=pretrained and not checkpoint, **kwargs)
     if checkpoint:
         from timm.models import load_checkpoint
-        load_checkpoint(model, checkpoint, weights_only=True)  # never unpickle arbitrary objects
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
+        # weights_only: never unpickle arbitrary objects from a checkpoint file
+        load_checkpoint(model, checkpoint, use_ema=use_ema, weights_only=True)
     return model.eval()
 
 
@@ -191,7 +194,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if metrics.get('num_classes') is not None:
         kwargs['num_classes'] = metrics['num_classes']
     kwargs.update(_model_kwargs(args))
-    model = _create(args.name, pretrained=False, checkpoint=args.checkpoint, **kwargs)
+    model = _create(args.name, pretrained=False, checkpoint=args.checkpoint, use_ema=args.use_ema, **kwargs)
     folder = Path(args.out) / args.name
     export(model, folder, metrics=metrics, recipe=args.recipe, tag=tag, register=args.register)
     print(folder)
@@ -274,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('export', help='checkpoint + metrics.json -> weights folder (model.safetensors, config, card)')
     model_opts(p, weights=False)
     p.add_argument('--checkpoint', required=True, help='training checkpoint (loaded with weights_only=True)')
+    p.add_argument('--use-ema', action='store_true', help="export the checkpoint's EMA weights (state_dict_ema)")
     p.add_argument('--metrics', required=True, help="the run's metrics.json")
     p.add_argument('--recipe', default=None)
     p.add_argument('--out', default='weights_cards', help='parent folder; writes OUT/<arch>.<tag>/')
