@@ -194,6 +194,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if metrics.get('num_classes') is not None:
         kwargs['num_classes'] = metrics['num_classes']
     kwargs.update(_model_kwargs(args))
+    evals = metrics.get('eval')
+    if isinstance(evals, dict) and any(k.endswith('_ema') for k in evals):
+        # train.py --model-ema evaluates both copies; the card reports only the weights being exported
+        metrics['eval'] = ({k[:-4]: v for k, v in evals.items() if k.endswith('_ema')} if args.use_ema
+                           else {k: v for k, v in evals.items() if not k.endswith('_ema')})
     model = _create(args.name, pretrained=False, checkpoint=args.checkpoint, use_ema=args.use_ema, **kwargs)
     folder = Path(args.out) / args.name
     export(model, folder, metrics=metrics, recipe=args.recipe, tag=tag, register=args.register)

@@ -158,7 +158,8 @@ def test_export_register_check_commands(tmp_path, capsys):
     metrics.write_text(json.dumps({
         'model': 'resnet20_mn', 'model_kwargs': {'num_modes': 3}, 'num_classes': 10,
         'params': sum(p.numel() for p in model.parameters()), 'seed': 0, 'epochs': 1,
-        'eval': {'test-lossless-1k': {'top1': 10.0, 'top5': 50.0, 'loss': 2.3, 'n': 1000}},
+        'eval': {'test-lossless-1k': {'top1': 10.0, 'top5': 50.0, 'loss': 2.3, 'n': 1000},
+                 'test-lossless-1k_ema': {'top1': 11.0, 'top5': 51.0, 'n': 1000}},
         'best': {'epoch': 0, 'top1': 99.0}, 'commands': ['python train.py a', 'python train.py a --resume'],
         'command': 'python train.py a --resume', 'recipe': 'training/recipes/resnet20_cifar10.yaml'}))
     assert main(['export', 'resnet20_mn.cifar10', '--checkpoint', str(ckpt), '--metrics', str(metrics),
