@@ -16,9 +16,15 @@ Two-level trust for the expected sha256:
 
 * weights in mnzoo's manifest are checked against the manifest, which ships inside the package, so a
   changed file on disk or on the Hub is always caught;
-* other ``hf-hub:`` repos (e.g. a user's own ``mnzoo.hub.export``) are checked against the sha256 that
-  ``export`` recorded in the repo's ``config.json`` (``mnzoo.sha256``). That detects corruption and partial
-  uploads, but not a deliberate change of both files: it is an integrity check, not an authenticity one.
+* other ``hf-hub:`` repos and ``local-dir:`` folders (e.g. a user's own ``mnzoo.hub.export``) are checked
+  against the sha256 that ``export`` recorded in their ``config.json`` (``mnzoo.sha256``). That detects
+  corruption and partial uploads, but not a deliberate change of both files: it is an integrity check, not
+  an authenticity one.
+
+A file passed explicitly by the caller (``pretrained_cfg_overlay=dict(file=...)``) is the caller's own: it
+is only format-checked. Hub access is probed first with a bounded HEAD (``MNZOO_HUB_TIMEOUT`` s, default 10)
+because huggingface_hub itself retries a dead endpoint with backoff for minutes; when the Hub is down a
+cached copy is still used (and verified).
 """
 from __future__ import annotations
 
@@ -34,7 +40,8 @@ __all__ = [
     'WeightsError', 'WeightsNotFoundError', 'IntegrityError', 'CorruptWeightsError', 'HubUnavailableError',
     'WeightsEntry', 'WEIGHTS_FILENAME', 'CONFIG_FILENAME', 'HUB_ORG',
     'manifest_path', 'weights_dir', 'load_manifest', 'get_entry', 'published', 'published_tags', 'hub_id',
-    'hub_endpoint', 'check_hub_reachable', 'sha256_file', 'check_safetensors', 'verify_file', 'fetch_verified', 'pretrained_overlay',
+    'hub_endpoint', 'check_hub_reachable', 'sha256_file', 'check_safetensors', 'verify_file', 'fetch_verified',
+    'pretrained_overlay',
 ]
 
 WEIGHTS_FILENAME = 'model.safetensors'
