@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .loader import ImageTensors
-from .readers import Decoded, read_idx_split, read_image_folder, read_torchvision
+from .readers import Decoded, read_image_folder, read_torchvision
 
 __all__ = [
     "Domain",

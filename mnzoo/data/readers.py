@@ -13,7 +13,7 @@ import os
 import re
 import tarfile
 from pathlib import Path, PurePosixPath
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Tuple
 
 import numpy as np
 import torch

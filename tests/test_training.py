@@ -1,0 +1,233 @@
+"""training/train.py and validate.py end to end, on small subsets of the real shared data.
+
+Runs are real subprocesses (python training/train.py, torchrun with gloo), with real timm models
+from the zoo; outputs are read back from the run folder. Sizes are tiny so the file runs in
+about a minute on two (shared) cores.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+TRAIN = REPO / "training" / "train.py"
+VALIDATE = REPO / "training" / "validate.py"
+RECIPES = sorted((REPO / "training" / "recipes").glob("*.yaml"))
+
+needs_data = pytest.mark.skipif(not (SHARED / "mnist").is_dir() or not (SHARED / "cifar10").is_dir(),
+                                reason="shared data (../shared/data) not present")
+
+MNIST = f"mnist={SHARED / 'mnist'}@test"
+CIFAR = f"cifar10={SHARED / 'cifar10' / 'test-lossless-1k.tar'}"
+
+
+def run(args, cwd=REPO, timeout=600, env=None):
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-6000:]}")
+    return proc.stdout
+
+
+def rows(run_dir: Path):
+    with open(run_dir / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load(path: Path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("mnzoo_cache")
+
+
+def lenet_args(out: Path, cache: Path, experiment: str, epochs: int = 2):
+    """A LeNet-MN run on a 640-image multi-domain subset (MNIST + CIFAR-10), lr step after epoch 1."""
+    return [sys.executable, str(TRAIN), "--model", "lenet_mn", "--dataset", "multidomain",
+            "--train-data", MNIST, CIFAR, "--train-subset", "640",
+            "--eval-data", f"mix:{MNIST},{CIFAR}", f"cifar:{CIFAR}", "--eval-subset", "300",
+            "--batch-size", "64", "--lr", "0.05", "--epochs", str(epochs), "--decay-milestones", "1",
+            "--crop-pad", "2", "--hflip", "--seed", "7", "--threads", "1", "--log-interval", "5",
+            "--cache-dir", str(cache), "--output", str(out), "--experiment", experiment]
+
+
+@pytest.fixture(scope="module")
+def lenet_run(tmp_path_factory, cache_dir):
+    if not (SHARED / "mnist").is_dir():
+        pytest.skip("shared data not present")
+    out = tmp_path_factory.mktemp("runs")
+    stdout = run(lenet_args(out, cache_dir, "full"))
+    return out / "full", stdout
+
+
+# ---------------------------------------------------------------- recipes
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
+def test_recipe_parses_and_builds(recipe):
+    sys.path.insert(0, str(REPO / "training"))
+    import train  # noqa: E402
+
+    cfg = yaml.safe_load(recipe.read_text())
+    text = recipe.read_text()
+    assert text.startswith("#") and ("Table" in text.split("model:")[0]), "recipes cite the paper's table"
+    args = train.parse_args(["--config", str(recipe)])
+    args.num_classes = {"multidomain": 40, "imagefolder": 1000}.get(args.dataset) or \
+        (100 if "cifar100" in args.train_data[0] else 10)
+    model, optimizer, scaler = train.create_model_and_optimizer(args, torch.device("cpu"))
+    upe = 10
+    scheduler = train.create_schedule(args, optimizer, upe)
+    size = 64 if args.dataset == "imagefolder" else 32
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, size, size)).shape == (2, args.num_classes)
+    # The lr the schedule gives just before and after the first milestone, in the recipe's unit.
+    epochs, max_updates, milestones, per_epoch = train.schedule_epochs(args, upe)
+    first = milestones[0]
+    if per_epoch:
+        scheduler.step(int(first) - 1)
+        before = optimizer.param_groups[0]["lr"]
+        scheduler.step(int(first))
+    else:
+        scheduler.step_update(first - 1)  # lr of update index first - 1
+        before = optimizer.param_groups[0]["lr"]
+        scheduler.step_update(first)
+    assert before == pytest.approx(cfg["lr"])
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg["lr"] * cfg.get("decay_rate", 0.1))
+    if cfg.get("schedule_unit") == "touches":  # lr drops after ceil(touches / N) updates
+        assert first == -(-cfg["decay_milestones"][0] // cfg["batch_size"])
+        assert max_updates == -(-cfg["schedule_length"] // cfg["batch_size"])
+
+
+def test_bad_recipe_key_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: lenet_mn\nlearning_rate: 0.1\ntrain_data: [mnist=x]\n")
+    proc = subprocess.run([sys.executable, str(TRAIN), "--config", str(bad)], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert proc.returncode != 0 and "learning_rate" in proc.stderr
+
+
+# ---------------------------------------------------------------- a real run
+@needs_data
+def test_run_lowers_loss_and_writes_outputs(lenet_run):
+    run_dir, stdout = lenet_run
+    for name in ("config.yaml", "summary.csv", "last.pth.tar", "model_best.pth.tar", "metrics.json"):
+        assert (run_dir / name).is_file(), name
+    assert "img/s" in stdout and "eta" in stdout  # progress lines
+    r = rows(run_dir)
+    assert [int(x["epoch"]) for x in r] == [0, 1]
+    for col in ("train_loss", "train_top1", "lr", "img_per_s", "epoch_time_s", "mix_top1", "cifar_top5"):
+        assert col in r[0]
+    assert float(r[1]["train_loss"]) < 0.95 * float(r[0]["train_loss"])
+    assert float(r[0]["lr"]) == pytest.approx(0.05) and float(r[1]["lr"]) == pytest.approx(0.005)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert set(m["eval"]) == {"mix", "cifar"}
+    for res in m["eval"].values():
+        assert 0 <= res["top1"] <= res["top5"] <= 100
+    assert set(m["eval"]["mix"]["top1_per_domain"]) == {"mnist", "cifar10"}
+    assert m["eval"]["mix"]["top1"] == float(r[1]["mix_top1"])  # metrics.json is the last epoch's model
+    import mnzoo  # noqa: F401
+    import timm
+
+    assert m["params"] == sum(p.numel() for p in timm.create_model("lenet_mn", num_classes=40).parameters())
+    assert m["epochs"] == 2 and m["seed"] == 7 and m["train_images"] == 640
+    assert m["hardware"]["cpu"] and m["hardware"]["threads"] == 1
+    assert m["wall_time_s"] > 0 and "train.py" in m["command"] and m["git_commit"]
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg["model"] == "lenet_mn" and cfg["resolved"]["updates_per_epoch"] == 10
+
+
+@needs_data
+def test_validate_reproduces_recorded_top1(lenet_run, cache_dir, tmp_path):
+    run_dir, _ = lenet_run
+    out = tmp_path / "val.json"
+    run([sys.executable, str(VALIDATE), "--checkpoint", str(run_dir / "last.pth.tar"), "--cache-dir", str(cache_dir),
+         "--output", str(out)])
+    recorded = json.loads((run_dir / "metrics.json").read_text())["eval"]
+    got = json.loads(out.read_text())["eval"]
+    for name in ("mix", "cifar"):
+        assert got[name]["top1"] == recorded[name]["top1"]
+        assert got[name]["top5"] == recorded[name]["top5"]
+        assert got[name]["n"] == recorded[name]["n"] == 300
+
+
+@needs_data
+def test_resume_continues_identically(lenet_run, cache_dir, tmp_path):
+    """1 epoch, then --resume for the 2nd: same weights, running stats, optimizer state and lr as 2 straight."""
+    full_dir, _ = lenet_run
+    run(lenet_args(tmp_path, cache_dir, "split", epochs=1))
+    part = tmp_path / "split"
+    first = load(part / "last.pth.tar")
+    assert first["epoch"] == 0
+    run([sys.executable, str(TRAIN), "--resume", str(part / "last.pth.tar"), "--epochs", "2"])
+    a, b = load(full_dir / "last.pth.tar"), load(part / "last.pth.tar")
+    assert a["epoch"] == b["epoch"] == 1
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert any("running_mean" in k for k in a["state_dict"])
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    sa, sb = a["optimizer"], b["optimizer"]
+    assert [g["lr"] for g in sa["param_groups"]] == [g["lr"] for g in sb["param_groups"]]
+    for i in sa["state"]:
+        assert torch.equal(sa["state"][i]["momentum_buffer"], sb["state"][i]["momentum_buffer"])
+    ra, rb = rows(full_dir), rows(part)
+    keep = ("epoch", "train_loss", "train_top1", "lr", "mix_top1", "mix_loss", "cifar_top1")
+    assert [{k: r[k] for k in keep} for r in ra] == [{k: r[k] for k in keep} for r in rb]
+    ma = json.loads((full_dir / "metrics.json").read_text())
+    mb = json.loads((part / "metrics.json").read_text())
+    assert ma["eval"] == mb["eval"] and mb["epochs"] == 2 and len(mb["commands"]) == 2
+
+
+# ---------------------------------------------------------------- torchrun
+def _torchrun_args(out: Path, cache: Path, experiment: str, nproc: int, sync: bool):
+    args = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port",
+            str(29500 + (os.getpid() + nproc + 2 * sync) % 1000)] if nproc > 1 else [sys.executable]
+    args += [str(TRAIN), "--model", "resnet20_mn", "--train-data", CIFAR, "--train-subset", "32",
+             "--eval-data", f"test:{CIFAR}", "--eval-subset", "200", "--batch-size", "32", "--eval-batch-size", "100",
+             "--epochs", "1", "--lr", "0.1", "--crop-pad", "4", "--hflip", "--seed", "3", "--threads", "1",
+             "--cache-dir", str(cache), "--output", str(out), "--experiment", experiment, "--log-interval", "0"]
+    return args + (["--sync-norm"] if sync else [])
+
+
+@needs_data
+@pytest.mark.slow
+def test_torchrun_sync_mode_norm_matches_one_process(cache_dir, tmp_path):
+    """2 gloo processes x 16 images with SyncModeNorm2d == 1 process x 32 images, for one SGD step.
+
+    Same global batch and augmentation (they depend only on seed and epoch), mode statistics
+    all-reduced in the forward and backward, DDP averaging the gradients: only the float32
+    summation order differs. Measured: <= 4e-7 on any weight after the step (lr 0.1) and 1e-7 on
+    the running statistics; we allow 5e-6. Without synchronisation (each process normalising its
+    own 16 images) the weights differ by ~1e-2, which the test checks so that it can fail.
+    One step, not several: early ResNet training amplifies float-order noise ~100x per step (two
+    single-process runs with 1 vs 2 threads already differ by 8e-6 after two steps), so a
+    multi-step tolerance would have to be loose enough to hide real errors.
+    """
+    run(_torchrun_args(tmp_path, cache_dir, "one", 1, sync=False))
+    run(_torchrun_args(tmp_path, cache_dir, "sync", 2, sync=True))
+    run(_torchrun_args(tmp_path, cache_dir, "nosync", 2, sync=False))
+    one, sync, nosync = (load(tmp_path / e / "last.pth.tar")["state_dict"] for e in ("one", "sync", "nosync"))
+    assert one.keys() == sync.keys()
+
+    def max_diff(a, b, what):
+        return max((a[k].double() - b[k].double()).abs().max().item() for k in a if what(k))
+
+    weights = lambda k: "running" not in k and "num_batches" not in k  # noqa: E731
+    stats = lambda k: "running_" in k  # noqa: E731
+    assert max_diff(one, sync, weights) < 5e-6
+    assert max_diff(one, sync, stats) < 5e-6
+    assert max_diff(one, nosync, weights) > 1e-3
+    m_one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    m_sync = json.loads((tmp_path / "sync" / "metrics.json").read_text())
+    assert m_sync["hardware"]["world_size"] == 2 and m_sync["command"].startswith("torchrun")
+    assert abs(m_one["eval"]["test"]["top1"] - m_sync["eval"]["test"]["top1"]) <= 1.0  # 2 of 200 images
