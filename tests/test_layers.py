@@ -278,7 +278,7 @@ def test_plain_and_fused_paths_agree():
             y = lay(xi)
         else:
             v, m = torch.var_mean(xi.flatten(2), dim=2, unbiased=False)
-            from mnzoo.layers.mode_norm import mode_norm_coefficients
+            from mnzoo.layers.functional import mode_norm_coefficients
             a, b, *_ = mode_norm_coefficients(m, v, *_mn_params(lay), eps=lay.eps)
             y = (xi.flatten(2) * a[..., None] + b[..., None]).reshape(x.shape)
         (y ** 2).sum().backward()

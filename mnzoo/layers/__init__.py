@@ -1,12 +1,7 @@
 """Normalisation layers of mnzoo: MN, MGN, their synchronised variant and model conversion."""
 from .convert import convert_to_mode_norm
-from .mode_norm import (
-    ModeGroupNorm,
-    ModeNorm1d,
-    ModeNorm2d,
-    mode_group_norm_coefficients,
-    mode_norm_coefficients,
-)
+from .functional import mode_group_norm_coefficients, mode_norm_coefficients
+from .mode_norm import ModeGroupNorm, ModeNorm1d, ModeNorm2d
 from .sync import SyncModeNorm2d, convert_sync_mode_norm
 
 __all__ = [

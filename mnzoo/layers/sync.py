@@ -14,7 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .mode_norm import ModeNorm2d, Reducer, _identity
+from .functional import Reducer, _identity
+from .mode_norm import ModeNorm2d
 
 __all__ = ["SyncModeNorm2d", "convert_sync_mode_norm"]
 

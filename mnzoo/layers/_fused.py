@@ -1,0 +1,140 @@
+"""The big-tensor passes of the MN layers: moments, the per-(sample, channel) affine map and its
+hand-written backward, on torch's fused batch-norm kernels. The math of the coefficients a, b is
+in ``functional.py``; this module only knows that y = a(m, v, p) * x + b(m, v, p).
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+__all__: List[str] = []
+
+CoeffFn = Callable[[Tensor, Tensor, Sequence[Optional[Tensor]]], Tuple[Tensor, ...]]
+CoeffBwd = Callable[..., Tuple[Tensor, Tensor, List[Optional[Tensor]]]]
+
+
+def _moments(x: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-(sample, channel) mean and biased variance over the last dim, two-pass (stable)."""
+    m = x.mean(2)
+    centred = x - m.unsqueeze(2)
+    v = (centred.square_() if not centred.requires_grad else centred.square()).mean(2)
+    return m, v
+
+
+def _channel_affine(x: Tensor, scale: Tensor, shift: Tensor, center: Optional[Tensor] = None,
+                    out: Optional[Tensor] = None) -> Tensor:
+    """scale * (x - center) + shift for each (sample, channel) row of x (N, C, S).
+
+    Runs on torch's fused inference batch-norm kernel over the (1, N*C, S) view, with unit
+    variance and eps=0, which is exactly this affine map and faster than broadcasting ops.
+    Returns the (1, N*C, S) result (callers reshape: a custom Function must not return a view);
+    ``out`` may be given to reuse a buffer of that shape.
+    """
+    n, c, s = x.shape
+    flat = x.reshape(1, n * c, s)
+    ones = torch.ones(n * c, dtype=x.dtype, device=x.device)
+    mean = torch.zeros_like(ones) if center is None else center.reshape(-1)
+    if out is None:
+        return torch.native_batch_norm(flat, scale.reshape(-1), shift.reshape(-1), mean, ones,
+                                       False, 0.0, 0.0)[0]
+    empty = ones.new_empty(0)
+    torch.ops.aten.native_batch_norm.out(flat, scale.reshape(-1), shift.reshape(-1), mean, ones,
+                                         False, 0.0, 0.0, out=out, save_mean=empty,
+                                         save_invstd=empty.clone())
+    return out
+
+
+class _FusedAffineNorm(torch.autograd.Function):
+    """y = a(m, v, p) * x + b(m, v, p), with m, v the spatial moments of x.
+
+    The big (N, C, S) part is differentiated by hand on torch's fused batch-norm kernels. The
+    small (N, C) graph from (m, v, p) to (a, b) is differentiated by ``coeff_bwd`` when given
+    (called with the extras as keywords), else by re-running ``coeff_fn`` under autograd. Extra
+    outputs of ``coeff_fn`` (gates, mode statistics) are returned but not differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, coeff_fn: CoeffFn, coeff_bwd: Optional[CoeffBwd], check: Callable, x: Tensor,
+                *params: Optional[Tensor]):
+        n, c, n_spatial = x.shape
+        # two-pass moments; the centred copy lives in the output buffer (one big allocation)
+        m = x.mean(2)
+        buf = _channel_affine(x, torch.ones_like(m), torch.zeros_like(m), m,
+                              out=x.new_empty(1, n * c, n_spatial))
+        v = torch.linalg.vector_norm(buf, dim=2).square_().view(n, c).div_(n_spatial)
+        check(m, v)
+        a, b, *extras = coeff_fn(m, v, params)
+        y = _channel_affine(x, a, b, out=buf)
+        ctx.coeff_fn, ctx.coeff_bwd, ctx.n_params = coeff_fn, coeff_bwd, len(params)
+        ctx.save_for_backward(x, m, v, a, *params, *extras)
+        ctx.mark_non_differentiable(*extras)
+        return (y, *extras)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy: Tensor, *_unused):
+        x, m, v, a, *rest = ctx.saved_tensors
+        params, extras = rest[:ctx.n_params], rest[ctx.n_params:]
+        n, c, n_spatial = x.shape
+        ones = torch.ones(n * c, dtype=x.dtype, device=x.device)
+        # one fused reduction pass: sum_s gy * (x - m) and sum_s gy
+        _, gac, gb = torch.ops.aten.native_batch_norm_backward(
+            gy.reshape(1, n * c, n_spatial), x.reshape(1, n * c, n_spatial), a.reshape(-1),
+            m.reshape(-1), ones, None, None, False, 0.0, [False, True, True])
+        gb = gb.view(n, c)
+        ga = gac.view(n, c) + m * gb  # dL/da = sum_s gy * x
+        needs = ctx.needs_input_grad[4:]
+        if ctx.coeff_bwd is not None:
+            gm, gv, grad_params = ctx.coeff_bwd(ga, gb, m, v, params, *extras)
+            grad_params = [gp if need else None for gp, need in zip(grad_params, needs)]
+        else:
+            gm, gv, grad_params = _autograd_coeff_backward(ctx.coeff_fn, ga, gb, m, v, params, needs)
+        # dy/dx = a, and m, v are means over S: dm/dx = 1/S, dv/dx = 2 (x - m) / S
+        gx = _channel_affine(x, 2.0 / n_spatial * gv, gm / n_spatial, m).view(n, c, n_spatial)
+        gx.addcmul_(gy.reshape(n, c, n_spatial), a.unsqueeze(2))
+        return (None, None, None, gx, *grad_params)
+
+
+def _autograd_coeff_backward(coeff_fn: CoeffFn, ga: Tensor, gb: Tensor, m: Tensor, v: Tensor,
+                             params: Sequence[Optional[Tensor]], needs: Sequence[bool]):
+    """Differentiate the small coefficient graph by re-running it under autograd."""
+    with torch.enable_grad():
+        m_ = m.detach().requires_grad_()
+        v_ = v.detach().requires_grad_()
+        p_ = [p.detach().requires_grad_(need) if p is not None else None
+              for p, need in zip(params, needs)]
+        a_, b_, *_ = coeff_fn(m_, v_, p_)
+        wrt = [m_, v_] + [p for p in p_ if p is not None and p.requires_grad]
+        grads = list(torch.autograd.grad((a_, b_), wrt, (ga, gb), allow_unused=True))
+    gm, gv = [torch.zeros_like(m) if t is None else t for t in grads[:2]]
+    pgrads = iter(grads[2:])
+    return gm, gv, [next(pgrads) if p is not None and p.requires_grad else None for p in p_]
+
+
+def _affine(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """a * x + b per (sample, channel): the fused kernel in eager mode, plain ops for tracers."""
+    if _plain_ops_only():
+        return torch.addcmul(b.unsqueeze(2), x, a.unsqueeze(2))
+    return _channel_affine(x, a, b)
+
+
+def _plain_ops_only() -> bool:
+    return (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export())
+
+
+def _use_fused(x: Tensor, params: Sequence[Optional[Tensor]]) -> bool:
+    """The hand-written backward is used in eager autograd; compilers and exporters trace the
+    plain ops instead (they cannot see through a custom backward)."""
+    if not torch.is_grad_enabled():
+        return False
+    if not (x.requires_grad or any(p is not None and p.requires_grad for p in params)):
+        return False
+    return not _plain_ops_only()
+
+
+def _checks_enabled() -> bool:
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling()
+                or torch.onnx.is_in_onnx_export())
