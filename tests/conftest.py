@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-OLAH_BIN = os.environ.get('MNZOO_OLAH_BIN', '/opt/olah-venv/bin/olah-cli')
+OLAH_BIN = os.environ.get('MNZOO_OLAH_BIN') or os.path.join(
+    os.environ.get('MNZOO_OLAH_VENV', '/opt/olah-venv'), 'bin', 'olah-cli')
 
 
 def free_port() -> int:
