@@ -137,6 +137,16 @@ def _duration(seconds: Any) -> str:
     return f'{seconds:.0f} s ({h} h {rem // 60:02d} min)'
 
 
+def _hardware(hw: Any) -> Any:
+    """A one-line hardware description; train.py records a dict (device, cpu, gpu, world size, versions)."""
+    if not isinstance(hw, Mapping):
+        return hw
+    skip = {'load_avg_at_start'}
+    parts = [f'{k.replace("_", " ")} {v}' for k, v in hw.items()
+             if k not in skip and v not in (None, '', []) and not isinstance(v, (Mapping, list, tuple))]
+    return ', '.join(parts) or None
+
+
 def parse_front_matter(text: str) -> Tuple[Dict[str, Any], str]:
     """Split a card into (YAML front matter dict, body)."""
     if not text.startswith('---\n'):
@@ -219,7 +229,7 @@ def render_card(
             '```', '']
     out += ['## Training', '']
     facts = [('Recipe', recipe and f'`{recipe}`'), ('Seed', _first(metrics, 'seed')),
-             ('Epochs', _first(metrics, 'epochs')), ('Hardware', _first(metrics, 'hardware')),
+             ('Epochs', _first(metrics, 'epochs')), ('Hardware', _hardware(_first(metrics, 'hardware'))),
              ('Wall time', _first(metrics, 'wall_time_s', 'wall_time') is not None
               and _duration(_first(metrics, 'wall_time_s', 'wall_time'))),
              ('Git commit', _first(metrics, 'git_commit') and f"`{_first(metrics, 'git_commit')}`")]
