@@ -161,9 +161,9 @@ def test_card_reads_only_the_runs_results():
                        pretrained_cfg={'input_size': (3, 32, 32), 'num_classes': 40}, metrics=m)
     assert 'mnist 3.00, cifar10 4.00' in card and '77' not in card
     hw = {'device': 'cuda', 'gpu': 'NVIDIA H100', 'cpu_cores': 16, 'world_size': 4, 'load_avg_at_start': [1, 2]}
-    card = render_card(name='resnet20_mn.cifar10', num_params=1, num_modes=2, sha256='0' * 64, file_size=1,
-                       pretrained_cfg={}, metrics={'hardware': hw, 'top1': 1.0})
-    assert '**Hardware:** device cuda, gpu NVIDIA H100, cpu cores 16, world size 4\n' in card
+    hw_card = render_card(name='resnet20_mn.cifar10', num_params=1, num_modes=2, sha256='0' * 64, file_size=1,
+                          pretrained_cfg={}, metrics={'hardware': hw, 'top1': 1.0})
+    assert '**Hardware:** device cuda, gpu NVIDIA H100, cpu cores 16, world size 4\n' in hw_card
     # the paper rows follow K: K=4 gives the 24.25 row of Table 1 only
     assert '24.25 ± 0.71' in card and '23.16' not in card
     empty = render_card(name='nin_mn.cifar10', num_params=1, num_modes=2, sha256='0' * 64, file_size=1,
