@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from mnzoo import ModeGroupNorm, ModeNorm2d, SyncModeNorm2d, convert_sync_mode_norm, convert_to_mode_norm
+from mnzoo.layers import ModeNorm1d, SyncModeNorm1d
 
 
 def _free_port() -> int:
@@ -20,9 +21,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _make_layer(dtype):
+def _make_layer(dtype, dims: int = 4):
     torch.manual_seed(0)
-    layer = ModeNorm2d(6, 3, momentum=0.3).to(dtype)
+    layer = (ModeNorm2d if dims == 4 else ModeNorm1d)(6, 3, momentum=0.3).to(dtype)
     with torch.no_grad():
         layer.gate.weight.normal_(0, 1.0)
         layer.weight.uniform_(0.5, 1.5)
@@ -30,20 +31,21 @@ def _make_layer(dtype):
     return layer
 
 
-def _batch(dtype):
+def _batch(dtype, dims: int = 4):
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(8, 6, 5, 5, generator=gen, dtype=dtype) * 2
+    shape = (8, 6, 5, 5)[:dims]
+    x = torch.randn(shape, generator=gen, dtype=dtype) * 2
     x[:4] = x[:4] * 0.5 + 1.0
-    w = torch.randn(8, 6, 5, 5, generator=gen, dtype=dtype)
+    w = torch.randn(shape, generator=gen, dtype=dtype)
     return x, w
 
 
-def _sync_worker(rank: int, world: int, port: int, dtype, out_path: str) -> None:
+def _sync_worker(rank: int, world: int, port: int, dtype, out_path: str, dims: int) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        layer = convert_sync_mode_norm(nn.Sequential(_make_layer(dtype)))[0]
-        assert isinstance(layer, SyncModeNorm2d)
-        x, w = _batch(dtype)
+        layer = convert_sync_mode_norm(nn.Sequential(_make_layer(dtype, dims)))[0]
+        assert isinstance(layer, SyncModeNorm2d if dims == 4 else SyncModeNorm1d)
+        x, w = _batch(dtype, dims)
         part = slice(rank * 4, rank * 4 + 4)
         xr = x[part].clone().requires_grad_()
         for _ in range(2):  # two steps: running statistics accumulate across steps too
@@ -65,10 +67,10 @@ def _sync_worker(rank: int, world: int, port: int, dtype, out_path: str) -> None
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_sync_mode_norm_two_gloo_processes_match_one_process(dtype):
-    x, w = _batch(dtype)
-    ref = _make_layer(dtype)
+@pytest.mark.parametrize("dtype,dims", [(torch.float64, 4), (torch.float32, 4), (torch.float64, 2)])
+def test_sync_mode_norm_two_gloo_processes_match_one_process(dtype, dims):
+    x, w = _batch(dtype, dims)
+    ref = _make_layer(dtype, dims)
     xr = x.clone().requires_grad_()
     for _ in range(2):
         xr.grad = None
@@ -77,7 +79,7 @@ def test_sync_mode_norm_two_gloo_processes_match_one_process(dtype):
         (y_ref * w).sum().backward()
     with tempfile.TemporaryDirectory() as tmp:
         out_path = os.path.join(tmp, "out.pt")
-        mp.start_processes(_sync_worker, args=(2, _free_port(), dtype, out_path), nprocs=2,
+        mp.start_processes(_sync_worker, args=(2, _free_port(), dtype, out_path, dims), nprocs=2,
                            join=True, start_method="spawn")
         got = torch.load(out_path, weights_only=True)
     tol = dict(rtol=1e-5, atol=1e-5)

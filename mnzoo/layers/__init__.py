@@ -2,13 +2,14 @@
 from .convert import convert_to_mode_norm
 from .functional import mode_group_norm_coefficients, mode_norm_coefficients
 from .mode_norm import ModeGroupNorm, ModeNorm1d, ModeNorm2d
-from .sync import SyncModeNorm2d, convert_sync_mode_norm
+from .sync import SyncModeNorm1d, SyncModeNorm2d, convert_sync_mode_norm
 
 __all__ = [
     "ModeNorm2d",
     "ModeNorm1d",
     "ModeGroupNorm",
     "SyncModeNorm2d",
+    "SyncModeNorm1d",
     "convert_sync_mode_norm",
     "convert_to_mode_norm",
     "mode_norm_coefficients",

@@ -15,9 +15,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .functional import Reducer, _identity
-from .mode_norm import ModeNorm2d
+from .mode_norm import ModeNorm1d, ModeNorm2d
 
-__all__ = ["SyncModeNorm2d", "convert_sync_mode_norm"]
+__all__ = ["SyncModeNorm2d", "SyncModeNorm1d", "convert_sync_mode_norm"]
 
 
 class _AllReduceSum(torch.autograd.Function):
@@ -75,17 +75,29 @@ class SyncModeNorm2d(ModeNorm2d):
         return n >= 2 or (n == 1 and self._synced())
 
 
+class SyncModeNorm1d(SyncModeNorm2d):
+    """ModeNorm1d with statistics synchronised over ``process_group``."""
+
+    _expected_dims = ModeNorm1d._expected_dims
+    _shape_doc = ModeNorm1d._shape_doc
+
+
+_SYNC_OF = {ModeNorm2d: SyncModeNorm2d, ModeNorm1d: SyncModeNorm1d}
+
+
 def convert_sync_mode_norm(module: nn.Module, process_group: Optional[Any] = None) -> nn.Module:
-    """Return ``module`` with every ModeNorm2d replaced by a SyncModeNorm2d (state copied).
+    """Return ``module`` with every ModeNorm2d / ModeNorm1d replaced by its synchronised
+    version (state copied).
 
     The counterpart of ``nn.SyncBatchNorm.convert_sync_batchnorm``; BatchNorm layers are left
     alone (convert them with that function).
     """
     out = module
-    if type(module) is ModeNorm2d:
-        out = SyncModeNorm2d(module.num_features, module.num_modes, module.eps, module.momentum,
-                             module.affine, module.track_running_stats, process_group,
-                             device=module.gate.weight.device, dtype=module.gate.weight.dtype)
+    sync_cls = _SYNC_OF.get(type(module))
+    if sync_cls is not None:
+        out = sync_cls(module.num_features, module.num_modes, module.eps, module.momentum,
+                       module.affine, module.track_running_stats, process_group,
+                       device=module.gate.weight.device, dtype=module.gate.weight.dtype)
         out.load_state_dict(module.state_dict())
         out.train(module.training)
         for p_new, p_old in zip(out.parameters(), module.parameters()):
