@@ -9,6 +9,7 @@ from .layers import (
     convert_to_mode_norm,
 )
 from . import models  # registers the model families with timm
+from ._factory import create_model, list_models
 
 __version__ = "0.1.0"
 __all__ = [
@@ -19,5 +20,7 @@ __all__ = [
     "SyncModeNorm1d",
     "convert_sync_mode_norm",
     "convert_to_mode_norm",
+    "create_model",
+    "list_models",
     "__version__",
 ]
