@@ -126,32 +126,78 @@ def _dataset(path: str, model):
     return ds, remap
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _is_multidomain(model) -> bool:
+    from .data import multidomain_classes
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    names = cfg.get('label_names')
+    return cfg.get('tag') == 'multidomain' or (bool(names) and list(names) == multidomain_classes())
+
+
+def _batches_from_sources(args: argparse.Namespace, model, device):
+    """``domain=path[@split]`` sources through mnzoo.data, exactly as training/validate.py reads them
+    (uint8 cache, per-domain normalisation, multi-domain label offsets): yields (x, y, domain)."""
+    from .data import TensorLoader, build_dataset
+    data = build_dataset(args.data, multidomain=_is_multidomain(model))
+    if data.num_classes > model.num_classes:
+        raise ValueError(f'--data has {data.num_classes} classes, the model predicts {model.num_classes}')
+    if args.limit:
+        import torch
+        data = data.subset(torch.arange(min(args.limit, len(data))))
+    return TensorLoader(data, args.batch_size, shuffle=False, device=device), list(data.domain_names)
+
+
+def _batches_from_folder(args: argparse.Namespace, model):
+    """One ImageFolder dir or ImageFolder-in-tar through timm, with the model's own preprocessing."""
     import torch
-    from tqdm import tqdm
-    model = _create(args.name, pretrained=not args.random_init, checkpoint=args.checkpoint, **_model_kwargs(args))
-    ds, remap = _dataset(args.data, model)
+    if len(args.data) != 1:
+        raise ValueError('--data takes one ImageFolder path, or domain=path[@split] sources')
+    ds, remap = _dataset(args.data[0], model)
     if args.limit:
         ds = torch.utils.data.Subset(ds, range(min(args.limit, len(ds))))
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers, shuffle=False)
     lut = torch.tensor([remap.get(i, i) for i in range(max(remap, default=0) + 1)])
-    k = min(5, model.num_classes)
-    n = c1 = c5 = 0
+    return ((x, lut[y], torch.zeros_like(y)) for x, y in loader), len(loader)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+    model = _create(args.name, pretrained=not args.random_init, checkpoint=args.checkpoint, **_model_kwargs(args))
     device = torch.device(args.device)
     model.to(device)
+    if any('=' in d for d in args.data):
+        loader, domains = _batches_from_sources(args, model, device)
+        total = len(loader)
+    else:
+        loader, total = _batches_from_folder(args, model)
+        domains = ['all']
+    k = min(5, model.num_classes)
+    n = c5 = 0
+    hits = torch.zeros(len(domains), dtype=torch.float64)
+    counts = torch.zeros(len(domains), dtype=torch.float64)
     with torch.inference_mode():
-        for x, y in tqdm(loader, desc=f'eval {args.name}', unit='batch', file=sys.stderr, disable=args.quiet):
-            y = lut[y].to(device)
-            top = model(x.to(device)).topk(k, dim=1).indices
-            c1 += (top[:, 0] == y).sum().item()
+        for x, y, d in tqdm(loader, total=total, desc=f'eval {args.name}', unit='batch', file=sys.stderr,
+                            disable=args.quiet):
+            x, y, d = x.to(device), y.to(device), d.to(device)
+            top = model(x).topk(k, dim=1).indices
+            hit1 = (top[:, 0] == y).double()
             c5 += (top == y[:, None]).any(dim=1).sum().item()
+            hits += torch.bincount(d, weights=hit1, minlength=len(domains)).cpu()
+            counts += torch.bincount(d, minlength=len(domains)).double().cpu()
             n += y.numel()
     if n == 0:
-        raise ValueError(f'--data {args.data} holds no images')
-    res = {'model': args.name, 'data': args.data, 'num_samples': n,
-           'top1': round(100.0 * c1 / n, 4), 'top5': round(100.0 * c5 / n, 4)}
-    print(json.dumps(res) if args.json else f'{args.name} on {args.data}: top-1 {res["top1"]:.2f} %  '
-          f'top-5 {res["top5"]:.2f} %  ({n} images)')
+        raise ValueError(f'--data {" ".join(args.data)} holds no images')
+    res = {'model': args.name, 'data': ' '.join(args.data), 'num_samples': n,
+           'top1': round(100.0 * float(hits.sum()) / n, 4), 'top5': round(100.0 * c5 / n, 4)}
+    if len(domains) > 1:
+        res['top1_per_domain'] = {dom: round(100.0 * float(hits[i] / counts[i]), 4)
+                                  for i, dom in enumerate(domains) if counts[i] > 0}
+    if args.json:
+        print(json.dumps(res))
+    else:
+        per = ''.join(f'\n  {dom}: top-1 {v:.2f} %' for dom, v in res.get('top1_per_domain', {}).items())
+        print(f'{args.name} on {res["data"]}: top-1 {res["top1"]:.2f} %  top-5 {res["top5"]:.2f} %  '
+              f'({n} images){per}')
     return 0
 
 
@@ -263,7 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('eval', help='top-1/top-5 on an ImageFolder dir or ImageFolder-in-tar')
     model_opts(p)
-    p.add_argument('--data', required=True, help='ImageFolder directory or .tar of <class>/<image> files')
+    p.add_argument('--data', required=True, nargs='+',
+                   help='an ImageFolder directory or .tar of <class>/<image> files (read with the model\'s '
+                        'preprocessing), or domain=path[@split] sources as in training (e.g. '
+                        'cifar10=../shared/data/cifar10/test-lossless-1k.tar mnist=../shared/data/mnist@test; '
+                        'several sources form the multi-domain eval set)')
     p.add_argument('--batch-size', type=int, default=256)
     p.add_argument('--workers', type=int, default=0)
     p.add_argument('--limit', type=int, default=None, help='only the first N images')

@@ -189,3 +189,74 @@ def test_publish_command(hub_servers, weights_folder, capsys):
     files = subprocess.run(['git', '-C', str(repo), 'ls-tree', '--name-only', sha], capture_output=True,
                            text=True, check=True).stdout.split()
     assert sorted(files) == ['README.md', 'config.json', 'model.safetensors']
+
+
+def test_eval_domain_sources_match_folder_path(weights_folder, tmp_path, monkeypatch, capsys):
+    """``cifar10=<folder>`` goes through mnzoo.data (as training does): the same numbers as the folder path
+    and as an independent forward pass. (All 10 class folders are present: mnzoo.data labels a domain's
+    ImageFolder by the folder names it finds.)"""
+    monkeypatch.setenv('MNZOO_CACHE', str(tmp_path / 'cache'))
+    rng = np.random.default_rng(3)
+    paths, labels = [], []
+    for i in range(20):
+        p = tmp_path / 'data' / CIFAR10_LABELS[i % 10] / f'{i:02d}.png'
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+        labels.append(i % 10)
+    top = _reference_logits(weights_folder, paths).topk(5, dim=1).indices
+    y = torch.tensor(labels)
+    expected = (20, round(100.0 * (top[:, 0] == y).float().mean().item(), 4),
+                round(100.0 * (top == y[:, None]).any(1).float().mean().item(), 4))
+    for data in (f'cifar10={tmp_path / "data"}', str(tmp_path / 'data')):
+        assert main(['eval', f'local-dir:{weights_folder}', '--data', data, '--json', '--quiet']) == 0
+        res = json.loads(capsys.readouterr().out)
+        assert (res['num_samples'], res['top1'], res['top5']) == expected, data
+
+
+def test_eval_multidomain_sources(tmp_path, monkeypatch, capsys):
+    """Two domains mixed into the 40-way label space, checked against a literal re-implementation of the
+    documented preprocessing: grey 28x28 -> zero-pad to 32, 3 channels; per-domain mean/std; label offsets."""
+    from mnzoo.data import DOMAINS
+    monkeypatch.setenv('MNZOO_CACHE', str(tmp_path / 'cache'))
+    torch.manual_seed(2)
+    model = timm.create_model('lenet_mn.multidomain')
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand_like(t) + 0.5 if 'running_var' in name else torch.randn_like(t) * 0.5)
+    folder = hub.export(model, tmp_path / 'lenet_mn.multidomain', metrics={'top1': 1.0})
+    model.eval()
+    rng = np.random.default_rng(1)
+    xs, ys, doms = [], [], []
+    for dom, shape, classes in (('mnist', (28, 28), [str(i) for i in range(10)]),
+                                ('cifar10', (32, 32, 3), list(CIFAR10_LABELS))):
+        d = DOMAINS[dom]
+        mean, std = torch.tensor(d.mean).view(-1, 1, 1), torch.tensor(d.std).view(-1, 1, 1)
+        for i in range(10):
+            cls = i  # every class folder present (see the test above)
+            pix = rng.integers(0, 256, shape, dtype=np.uint8)
+            path = tmp_path / dom / classes[cls] / f'{i}.png'
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pix).save(path)
+            x = torch.from_numpy(pix).float() / 255
+            x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+            x = (x - mean) / std
+            if x.shape[-1] == 28:  # zero-pad in pixel space = pad with the normalised value of black
+                x = torch.nn.functional.pad(x, (2, 2, 2, 2), value=float(-mean.flatten()[0] / std.flatten()[0]))
+            xs.append(x.expand(3, 32, 32))
+            ys.append(d.offset + cls)
+            doms.append(dom)
+    with torch.no_grad():
+        top = model(torch.stack(xs)).topk(5, dim=1).indices
+    y = torch.tensor(ys)
+    hit1 = top[:, 0] == y
+    assert main(['eval', f'local-dir:{folder}', '--data', f'mnist={tmp_path / "mnist"}',
+                 f'cifar10={tmp_path / "cifar10"}', '--json', '--quiet', '--batch-size', '5']) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res['num_samples'] == 20
+    assert res['top1'] == round(100.0 * hit1.float().mean().item(), 4)
+    assert res['top5'] == round(100.0 * (top == y[:, None]).any(1).float().mean().item(), 4)
+    for dom in ('mnist', 'cifar10'):
+        sel = torch.tensor([d == dom for d in doms])
+        assert res['top1_per_domain'][dom] == round(100.0 * hit1[sel].float().mean().item(), 4)
