@@ -260,3 +260,38 @@ def test_eval_multidomain_sources(tmp_path, monkeypatch, capsys):
     for dom in ('mnist', 'cifar10'):
         sel = torch.tensor([d == dom for d in doms])
         assert res['top1_per_domain'][dom] == round(100.0 * hit1[sel].float().mean().item(), 4)
+
+
+def test_predict_multidomain_needs_domain_and_matches_eval(tmp_path, monkeypatch, capsys):
+    """predict --domain preprocesses one image exactly like the eval/training pipeline does."""
+    monkeypatch.setenv('MNZOO_CACHE', str(tmp_path / 'cache'))
+    torch.manual_seed(4)
+    model = timm.create_model('lenet_mn.multidomain')
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand_like(t) + 0.5 if 'running_var' in name else torch.randn_like(t) * 0.5)
+    folder = hub.export(model, tmp_path / 'lenet_mn.multidomain', metrics={'top1': 1.0})
+    rng = np.random.default_rng(5)
+    for c in range(10):
+        p = tmp_path / 'mnist' / str(c) / 'a.png'
+        p.parent.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(p)
+    img = tmp_path / 'mnist' / '3' / 'a.png'
+    assert main(['predict', f'local-dir:{folder}', str(img)]) == 2
+    assert 'pass --domain' in capsys.readouterr().err
+    assert main(['predict', f'local-dir:{folder}', str(img), '--domain', 'mnist', '--json', '--topk', '40']) == 0
+    (pred,) = json.loads(capsys.readouterr().out)
+    # the same image through mnzoo.data, as training and `mnzoo eval --data mnist=...` read it
+    from mnzoo.data import TensorLoader, build_dataset
+    data = build_dataset([f'mnist={tmp_path / "mnist"}'], multidomain=True)
+    x, y, _ = next(iter(TensorLoader(data, 10)))
+    assert int(y[3]) == 3
+    model.eval()
+    with torch.no_grad():
+        probs = model(x)[3].softmax(0)
+    assert len(pred['top']) == 40
+    for t in pred['top']:
+        assert abs(t['prob'] - float(probs[t['index']])) < 1e-5, t
+    assert pred['top'][0]['index'] == int(probs.argmax())
+    assert pred['top'][0]['label'] == mnzoo.models.MULTIDOMAIN_LABELS[int(probs.argmax())]
