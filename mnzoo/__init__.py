@@ -9,7 +9,8 @@ from .layers import (
     convert_to_mode_norm,
 )
 from . import models  # registers the model families with timm
-from ._factory import create_model, list_models
+from ._factory import UnknownModelError, create_model, list_models
+from . import hub, weights  # noqa: E402  (public submodules)
 
 __version__ = "0.1.0"
 __all__ = [
@@ -22,5 +23,8 @@ __all__ = [
     "convert_to_mode_norm",
     "create_model",
     "list_models",
+    "UnknownModelError",
+    "hub",
+    "weights",
     "__version__",
 ]

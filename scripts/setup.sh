@@ -30,7 +30,7 @@ echo "== pip: mnzoo[test,train]"
 if [ ! -x "$OLAH_VENV/bin/olah-cli" ]; then
   echo "== olah in its own venv: $OLAH_VENV"
   "$PY" -m venv "$OLAH_VENV"
-  "$OLAH_VENV/bin/pip" install -q olah 2>&1 | grep -v "is ignored" || true
+  "$OLAH_VENV/bin/pip" install -q olah==0.5.4 2>&1 | grep -v "is ignored" || true
 fi
 "$OLAH_VENV/bin/olah-cli" --help >/dev/null
 echo "== setup done"
