@@ -231,3 +231,22 @@ def test_torchrun_sync_mode_norm_matches_one_process(cache_dir, tmp_path):
     m_sync = json.loads((tmp_path / "sync" / "metrics.json").read_text())
     assert m_sync["hardware"]["world_size"] == 2 and m_sync["command"].startswith("torchrun")
     assert abs(m_one["eval"]["test"]["top1"] - m_sync["eval"]["test"]["top1"]) <= 1.0  # 2 of 200 images
+
+
+@needs_data
+def test_ema_and_bfloat16_autocast_run(cache_dir, tmp_path):
+    """--model-ema keeps and evaluates an EMA copy; --amp (bfloat16 on CPU) trains through autocast."""
+    args = lenet_args(tmp_path, cache_dir, "ema", epochs=1)
+    args[args.index("--train-subset") + 1] = "320"  # 5 updates: timm's EMA copies the model for the first two
+    run(args + ["--model-ema", "--model-ema-decay", "0.9", "--amp", "--amp-dtype", "bfloat16"])
+    ckpt = load(tmp_path / "ema" / "last.pth.tar")
+    assert "state_dict_ema" in ckpt
+    diff = max((ckpt["state_dict"][k].float() - ckpt["state_dict_ema"][k].float()).abs().max().item()
+               for k in ckpt["state_dict"] if k.endswith("weight"))
+    assert diff > 0  # the EMA lags the trained weights
+    m = json.loads((tmp_path / "ema" / "metrics.json").read_text())
+    assert {"mix", "cifar", "mix_ema", "cifar_ema"} <= set(m["eval"])
+    out = tmp_path / "val.json"
+    run([sys.executable, str(VALIDATE), "--checkpoint", str(tmp_path / "ema" / "last.pth.tar"), "--ema",
+         "--cache-dir", str(cache_dir), "--output", str(out)])
+    assert json.loads(out.read_text())["eval"]["cifar"]["top1"] == m["eval"]["cifar_ema"]["top1"]

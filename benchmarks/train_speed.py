@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Training speed of CIFAR ResNet20 on this machine: BN vs MN (K=2, K=6), with the real data path.
+
+One timed step = fetch a batch from the uint8-tensor loader (index, pad-4 crop, flip, normalise)
++ forward + cross-entropy + backward + SGD(momentum) step, batch 128, exactly as train.py does.
+The models are measured in interleaved rounds (BN, MN2, MN6, BN, ...) so that load from other
+processes on a shared machine hits all of them alike; the table reports medians over all timed
+steps and ratios to BN measured in the same run.
+
+    python benchmarks/train_speed.py --data ../shared/data/cifar10/train.tar
+    python benchmarks/train_speed.py --threads 1 --rounds 5 --steps 10
+"""
+from __future__ import annotations
+
+import os
+
+# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a shared CPU,
+# spinning threads that wait for a descheduled peer made a 2-thread ResNet20 step 5x slower
+# (36 vs 173 img/s measured under load); set OMP_WAIT_POLICY=ACTIVE to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import argparse
+import platform
+import statistics
+import time
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+
+import timm
+import mnzoo  # noqa: F401  (registers resnet20_bn / resnet20_mn)
+from mnzoo.data import BatchAugment, ImageTensors, TensorLoader, build_dataset
+
+CONFIGS = [("BN", "resnet20_bn", {}), ("MN K=2", "resnet20_mn", {"num_modes": 2}),
+           ("MN K=6", "resnet20_mn", {"num_modes": 6})]
+
+
+def synthetic_cifar(n: int = 10000) -> ImageTensors:
+    g = torch.Generator().manual_seed(0)
+    return ImageTensors(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                        torch.randint(0, 10, (n,), generator=g), torch.zeros(n, dtype=torch.long), ["cifar10"],
+                        torch.tensor([[0.4914, 0.4822, 0.4465]]), torch.tensor([[0.2470, 0.2435, 0.2616]]), 10)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=None, help="CIFAR-10 train ImageFolder tar/folder (default: synthetic uint8)")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per model per round")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per model before the first round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--channels-last", action="store_true")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    data = build_dataset([f"cifar10={args.data}"], cache_dir=args.cache_dir) if args.data else synthetic_cifar()
+    loader = TensorLoader(data, args.batch_size, shuffle=True, augment=BatchAugment(4, True),
+                          channels_last=args.channels_last)
+    batches = iter(())
+
+    def next_batch(epoch=[0]):  # noqa: B006 (a counter that survives calls)
+        nonlocal batches
+        try:
+            return next(batches)
+        except StopIteration:
+            epoch[0] += 1
+            loader.set_epoch(epoch[0])
+            batches = iter(loader)
+            return next(batches)
+
+    setups = []
+    for label, name, kwargs in CONFIGS:
+        model = timm.create_model(name, num_classes=10, **kwargs)
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        setups.append((label, model, opt))
+
+    def step(model, opt) -> tuple:
+        t0 = time.perf_counter()
+        x, y, _ = next_batch()
+        t1 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return t1 - t0, time.perf_counter() - t0
+
+    for _, model, opt in setups:
+        for _ in range(args.warmup):
+            step(model, opt)
+    times: Dict[str, List[tuple]] = {label: [] for label, _, _ in setups}
+    load_before = os.getloadavg()
+    for _ in range(args.rounds):
+        for label, model, opt in setups:
+            times[label] += [step(model, opt) for _ in range(args.steps)]
+    load_after = os.getloadavg()
+
+    bs = args.batch_size
+    med = {k: statistics.median(t for _, t in v) for k, v in times.items()}
+    print(f"# ResNet20 training step, batch {bs}, {cpu_name()}, {torch.get_num_threads()} threads, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, torch {torch.__version__}, "
+          f"{'channels-last' if args.channels_last else 'NCHW'}, "
+          f"{'real CIFAR-10 data' if args.data else 'synthetic data'}")
+    print(f"# {args.rounds} interleaved rounds x {args.steps} steps per model; load average "
+          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (2 = both cores busy)")
+    print("| model | step (ms, median) | img/s | 50k-image epoch (s) | time vs BN | data share |")
+    print("|---|---|---|---|---|---|")
+    for label, v in times.items():
+        share = statistics.median(d for d, _ in v) / med[label]
+        print(f"| {label} | {1e3 * med[label]:.0f} | {bs / med[label]:.0f} | {50000 / (bs / med[label]):.0f} | "
+              f"{med[label] / med['BN']:.2f} | {100 * share:.1f} % |")
+
+
+if __name__ == "__main__":
+    main()
