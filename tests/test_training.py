@@ -250,3 +250,27 @@ def test_ema_and_bfloat16_autocast_run(cache_dir, tmp_path):
     run([sys.executable, str(VALIDATE), "--checkpoint", str(tmp_path / "ema" / "last.pth.tar"), "--ema",
          "--cache-dir", str(cache_dir), "--output", str(out)])
     assert json.loads(out.read_text())["eval"]["cifar"]["top1"] == m["eval"]["cifar_ema"]["top1"]
+
+
+def test_imagefolder_run_and_validate(tmp_path):
+    """--dataset imagefolder (the ImageNet path: timm dataset, transforms, DataLoader) trains and validates."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("n01", "n02", "n03"):
+            (tmp_path / "inet" / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
+                    tmp_path / "inet" / split / c / f"{i}.jpg")
+    root = tmp_path / "inet"
+    run([sys.executable, str(TRAIN), "--model", "lenet_bn", "--dataset", "imagefolder", "--train-data",
+         f"{root}@train", "--eval-data", f"val:{root}@val", "--input-size", "32", "--workers", "0",
+         "--batch-size", "4", "--eval-batch-size", "5", "--epochs", "1", "--output", str(tmp_path),
+         "--experiment", "inet"])
+    m = json.loads((tmp_path / "inet" / "metrics.json").read_text())
+    assert m["num_classes"] == 3 and m["train_images"] == 12 and m["eval"]["val"]["n"] == 12
+    out = tmp_path / "val.json"
+    run([sys.executable, str(VALIDATE), "--checkpoint", str(tmp_path / "inet" / "last.pth.tar"), "--output", str(out)])
+    assert json.loads(out.read_text())["eval"]["val"]["top1"] == m["eval"]["val"]["top1"]

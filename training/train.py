@@ -305,7 +305,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                     for name, srcs in args.eval_data.items()}
     train_data = getattr(train_loader, "data", None)
     if args.num_classes is None:
-        args.num_classes = train_data.num_classes if hasattr(train_data, "num_classes") else len(train_data.classes)
+        args.num_classes = train_loader.num_classes
     updates_per_epoch = len(train_loader)
     num_epochs, max_updates, milestones, step_on_epochs = schedule_epochs(args, updates_per_epoch)
 

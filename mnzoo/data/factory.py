@@ -230,6 +230,9 @@ class _FolderLoader:
     def __init__(self, loader, device: torch.device, channels_last: bool) -> None:
         self.loader, self.device, self.channels_last = loader, device, channels_last
         self.data = loader.dataset
+        mapping = getattr(getattr(self.data, "reader", None), "class_to_idx", None) or {}
+        self.classes = sorted(mapping, key=mapping.get)
+        self.num_classes = len(self.classes)
 
     def set_epoch(self, epoch: int) -> None:
         sampler = getattr(self.loader, "sampler", None)

@@ -160,6 +160,10 @@ class TensorLoader:
             if n_batches == 0:
                 raise ValueError(f"dataset of {len(data)} images is smaller than one batch of {batch_size}")
 
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
