@@ -166,7 +166,8 @@ def test_resume_continues_identically(lenet_run, cache_dir, tmp_path):
     """1 epoch, then --resume for the 2nd: same weights, running stats, optimizer state and lr as 2 straight."""
     full_dir, _ = lenet_run
     run(lenet_args(tmp_path, cache_dir, "split", epochs=1))
-    part = tmp_path / "split"
+    part = tmp_path / "moved"
+    (tmp_path / "split").rename(part)  # a resumed run continues in its checkpoint's folder, wherever it is
     first = load(part / "last.pth.tar")
     assert first["epoch"] == 0
     run([sys.executable, str(TRAIN), "--resume", str(part / "last.pth.tar"), "--epochs", "2"])
@@ -186,6 +187,7 @@ def test_resume_continues_identically(lenet_run, cache_dir, tmp_path):
     ma = json.loads((full_dir / "metrics.json").read_text())
     mb = json.loads((part / "metrics.json").read_text())
     assert ma["eval"] == mb["eval"] and mb["epochs"] == 2 and len(mb["commands"]) == 2
+    assert not (tmp_path / "split").exists()
 
 
 # ---------------------------------------------------------------- torchrun

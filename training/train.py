@@ -153,6 +153,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error("--train-data is required (in the recipe or on the command line)")
     if args.schedule_unit != "epochs" and not args.schedule_length:
         parser.error(f"--schedule-unit {args.schedule_unit} needs --schedule-length")
+    # A resumed run continues in its checkpoint's folder unless --experiment is given on the command line.
+    args.run_dir = str(Path(args.resume).resolve().parent) if args.resume and not pre.experiment else str(
+        Path(args.output) / (args.experiment or f"{args.model}-{Path(args.recipe).stem if args.recipe else 'run'}"))
     args.model_kwargs = parse_model_kwargs(args.model_kwargs)
     args.eval_data = parse_eval_data(args.eval_data)
     return args
@@ -313,8 +316,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     n_params = sum(p.numel() for p in model.parameters())
     autocast = autocast_context(args, device)
 
-    run_dir = Path(args.resume).parent if args.resume and not args.experiment else Path(args.output) / (
-        args.experiment or f"{args.model}-{Path(args.recipe).stem if args.recipe else 'run'}")
+    run_dir = Path(args.run_dir)
     start_epoch = 0
     if args.resume:
         start_epoch = resume_checkpoint(model, args.resume, optimizer=optimizer, loss_scaler=loss_scaler,
@@ -339,7 +341,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     summary_path = run_dir / "summary.csv"
     if primary:
         run_dir.mkdir(parents=True, exist_ok=True)
-        runtime = ("config", "rank", "local_rank", "world_size", "distributed", "dist_backend")
+        runtime = ("config", "rank", "local_rank", "world_size", "distributed", "dist_backend", "run_dir")
         resolved = {k: v for k, v in vars(args).items() if k not in runtime}
         resolved["resolved"] = {"num_epochs": num_epochs, "max_updates": max_updates, "milestones": milestones,
                                 "updates_per_epoch": updates_per_epoch,
@@ -387,10 +389,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             if primary and args.log_interval and (step + 1) % args.log_interval == 0:
                 el = time.perf_counter() - t0
                 ips = (step + 1) * args.batch_size / el
-                eta = (updates_per_epoch - step - 1) * el / (step + 1)
+                left = (max_updates or num_epochs * updates_per_epoch) - num_updates
+                eta = min(updates_per_epoch - step - 1, left) * el / (step + 1)
                 log(f"epoch {epoch} [{step + 1}/{updates_per_epoch}] loss {float(sums[0] / sums[2]):.4f} "
                     f"lr {optimizer.param_groups[0]['lr']:.4g} {ips:.0f} img/s data {100 * data_time / el:.1f}% "
-                    f"eta {eta:.0f}s")
+                    f"eta {eta:.0f}s (run {left * el / (step + 1) / 60:.1f} min)")
             t_data = time.perf_counter()
         if device.type == "cuda":
             torch.cuda.synchronize()
