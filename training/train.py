@@ -326,7 +326,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         model_ema = ModelEmaV3(model, decay=args.model_ema_decay)
         if args.resume:
             from timm.models._helpers import _torch_load
-            model_ema.module.load_state_dict(_torch_load(args.resume)["state_dict_ema"])
+            ema_state = _torch_load(args.resume).get("state_dict_ema")
+            if ema_state is None:
+                log(f"warning: {args.resume} has no EMA weights; the EMA restarts from the resumed model")
+            else:
+                model_ema.module.load_state_dict(ema_state)
     train_model = model
     if args.compile:
         train_model = torch.compile(model)
