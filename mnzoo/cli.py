@@ -270,6 +270,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ValueError(f'export needs <arch>.<tag>, got {args.name!r}')
     from .hub import load_metrics
     metrics = load_metrics(args.metrics)
+    run_config = Path(args.metrics).with_name('config.yaml')
+    if 'eval_data' not in metrics and run_config.is_file():
+        import yaml
+        metrics['eval_data'] = yaml.safe_load(run_config.read_text()).get('eval_data')
     # Build the model the run trained: its recorded model_kwargs / num_classes, unless given here.
     kwargs = {k: v for k, v in (metrics.get('model_kwargs') or {}).items() if k not in ('pretrained',)}
     if metrics.get('num_classes') is not None:
@@ -282,7 +286,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                            else {k: v for k, v in evals.items() if not k.endswith('_ema')})
     model = _create(args.name, pretrained=False, checkpoint=args.checkpoint, use_ema=args.use_ema, **kwargs)
     folder = Path(args.out) / args.name
-    export(model, folder, metrics=metrics, recipe=args.recipe, tag=tag, register=args.register)
+    export(model, folder, metrics=metrics, recipe=args.recipe, tag=tag, register=args.register,
+           deviations=args.deviation or None, limitations=args.limitation or None)
     print(folder)
     return 0
 
@@ -375,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--recipe', default=None)
     p.add_argument('--out', default='weights_cards', help='parent folder; writes OUT/<arch>.<tag>/')
     p.add_argument('--register', action='store_true', help='also write the manifest entry')
+    p.add_argument('--deviation', action='append', default=[], metavar='TEXT',
+                   help='a deviation from the paper, for the card (repeatable)')
+    p.add_argument('--limitation', action='append', default=[], metavar='TEXT',
+                   help='a limitation of the weight, for the card (repeatable)')
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser('register', help='write the manifest entry of a weights folder')

@@ -98,7 +98,9 @@ def export(
 
     state = {k: v.detach().to('cpu').contiguous() for k, v in model.state_dict().items()}
     weights_path = folder / WEIGHTS_FILENAME
-    save_file(state, str(weights_path), metadata={'format': 'pt', 'name': name})
+    # one metadata key only: safetensors writes a map in arbitrary order, and the sha256 of
+    # the file must not depend on it (the name is in config.json)
+    save_file(state, str(weights_path), metadata={'format': 'pt'})
     sha, size = sha256_file(weights_path), weights_path.stat().st_size
     k = num_modes_of(model)
     cfg = dict(model.pretrained_cfg)
@@ -108,6 +110,10 @@ def export(
         'name': name, 'sha256': sha, 'file_size': size, 'num_params': num_params, 'num_modes': k,
         'metrics': sets,
     }
+    if metrics.get('eval_data'):
+        # the run's eval sources (domain=path[@split], relative to the repo root), so that
+        # `mnzoo eval <name> --data ...` can reproduce every number of the card
+        mnzoo_section['eval_data'] = {k: list(v) for k, v in metrics['eval_data'].items()}
     from .. import __version__
     mnzoo_section['mnzoo_version'] = __version__
     save_config_for_hf(model, str(folder / CONFIG_FILENAME), model_config={
