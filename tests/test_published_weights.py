@@ -50,3 +50,13 @@ def test_mnzoo_eval_reproduces_the_card(folder, eval_set, specs, expected, tmp_p
     assert got["top5"] == expected["top5"]
     for dom, acc in expected.get("top1_per_domain", {}).items():
         assert got["top1_per_domain"][dom] == acc
+
+
+def test_readme_model_table_is_current():
+    """The README's table is `mnzoo table` output: made from the registry and the cards, never by hand."""
+    from mnzoo.hub import model_table
+    readme = (REPO / "README.md").read_text()
+    start, end = "<!-- model-table -->\n", "\n<!-- /model-table -->"
+    assert start in readme and end in readme
+    current = readme[readme.index(start) + len(start):readme.index(end)]
+    assert current.strip() == model_table().strip(), "README model table is stale: run `mnzoo table`"
