@@ -201,6 +201,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_modes(args: argparse.Namespace) -> int:
+    """The paper's Figure 3 for an MN model: per mode, the images its gate claims most strongly."""
+    import torch
+    from .data import build_dataset
+    from .modes import save_modes_figure
+    model = _create(args.name, pretrained=not args.random_init, checkpoint=args.checkpoint,
+                    **_model_kwargs(args))
+    if not all('=' in d for d in args.data):
+        raise ValueError('modes reads domain=path[@split] sources (as training does), '
+                         f'got {" ".join(args.data)}')
+    data = build_dataset(args.data, multidomain=_is_multidomain(model))
+    if args.limit:
+        gen = torch.Generator().manual_seed(0)
+        data = data.subset(torch.randperm(len(data), generator=gen)[:args.limit])
+    summary = save_modes_figure(model, data, args.out, layers=args.layers, per_mode=args.per_mode)
+    for name, info in summary.items():
+        share = ', '.join(f'{v:.2f}' for v in info['share'])
+        print(f'{name}: K={info["num_modes"]}, mean gate share per mode {share}')
+    print(args.out)
+    return 0
+
+
 def _domain_transform(domain: str, model):
     """Preprocessing of one image of ``domain`` exactly as mnzoo.data feeds training: the domain's own
     channel statistics, and for multi-domain models grey -> 3 channels and 28x28 zero-padded to 32x32."""
@@ -371,6 +393,16 @@ def build_parser() -> argparse.ArgumentParser:
                         'statistics; required for multi-domain models')
     p.add_argument('--json', action='store_true')
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser('modes', help="the paper's Figure 3: top-gated images per mode of MN layers (PNG)")
+    model_opts(p)
+    p.add_argument('--data', nargs='+', required=True, help='domain=path[@split] sources, as in eval')
+    p.add_argument('--out', default='modes.png', help='PNG to write')
+    p.add_argument('--layers', nargs='+', default=['first', 'last'],
+                   help="MN layers: 'first', 'last' or module names (default: first last)")
+    p.add_argument('--per-mode', type=int, default=10, help='images shown per mode')
+    p.add_argument('--limit', type=int, default=None, help='a seeded random subset of N images')
+    p.set_defaults(func=cmd_modes)
 
     p = sub.add_parser('export', help='checkpoint + metrics.json -> weights folder (model.safetensors, config, card)')
     model_opts(p, weights=False)

@@ -59,3 +59,26 @@ def test_modes_figure_needs_an_mn_model(tmp_path):
         save_modes_figure(timm.create_model("lenet_bn"), _data(), tmp_path / "x.png")
     with pytest.raises(ValueError, match="unknown layer"):
         save_modes_figure(timm.create_model("lenet_mn"), _data(), tmp_path / "x.png", layers=("nope",))
+
+
+def test_cli_modes_writes_figure_for_published_weight(tmp_path):
+    """`mnzoo modes` on the published lenet_mn.multidomain and real CIFAR-10 test images."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    tar = repo.parent / "shared" / "data" / "cifar10" / "test-lossless-1k.tar"
+    if not tar.exists():
+        pytest.skip(f"{tar} not on this machine")
+    out = tmp_path / "modes.png"
+    res = subprocess.run([sys.executable, "-m", "mnzoo.cli", "modes", "lenet_mn.multidomain",
+                          "--data", f"cifar10={tar}@test", "--limit", "64", "--per-mode", "4",
+                          "--out", str(out)], cwd=repo, capture_output=True, text=True, timeout=600,
+                         env={**__import__("os").environ, "MNZOO_CACHE": str(tmp_path / "cache")})
+    assert res.returncode == 0, res.stderr
+    assert "K=2" in res.stdout and out.is_file()
+    assert Image.open(out).size == (170 + 4 * (64 + 4), 2 * 18 + 4 * (64 + 4))
+    bad = subprocess.run([sys.executable, "-m", "mnzoo.cli", "modes", "lenet_bn", "--random-init",
+                          "--data", f"cifar10={tar}@test", "--limit", "8", "--out", str(tmp_path / "x.png")],
+                         cwd=repo, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "no ModeNorm layer" in bad.stderr
