@@ -47,7 +47,10 @@ def _channel_affine(x: Tensor, scale: Tensor, shift: Tensor, center: Optional[Te
 
 
 class _FusedAffineNorm(torch.autograd.Function):
-    """y = a(m, v, p) * x + b(m, v, p), with m, v the spatial moments of x.
+    """y = a(m, v, p) * x + b(m, v, p), with m, v the spatial moments of x (N, C, *).
+
+    The output has the shape of x and is not a view, so in-place ops after the layer (ReLU) cost
+    no extra copies in autograd.
 
     The big (N, C, S) part is differentiated by hand on torch's fused batch-norm kernels. The
     small (N, C) graph from (m, v, p) to (a, b) is differentiated by ``coeff_bwd`` when given
@@ -58,24 +61,26 @@ class _FusedAffineNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, coeff_fn: CoeffFn, coeff_bwd: Optional[CoeffBwd], check: Callable, x: Tensor,
                 *params: Optional[Tensor]):
-        n, c, n_spatial = x.shape
+        x3 = x.reshape(x.shape[0], x.shape[1], -1)
+        n, c, n_spatial = x3.shape
         # two-pass moments; the centred copy lives in the output buffer (one big allocation)
-        m = x.mean(2)
-        buf = _channel_affine(x, torch.ones_like(m), torch.zeros_like(m), m,
-                              out=x.new_empty(1, n * c, n_spatial))
-        v = torch.linalg.vector_norm(buf, dim=2).square_().view(n, c).div_(n_spatial)
+        m = x3.mean(2)
+        y = x3.new_empty(x.shape)
+        flat = y.view(1, n * c, n_spatial)
+        _channel_affine(x3, torch.ones_like(m), torch.zeros_like(m), m, out=flat)
+        v = torch.linalg.vector_norm(flat, dim=2).square_().view(n, c).div_(n_spatial)
         check(m, v)
         a, b, *extras = coeff_fn(m, v, params)
-        y = _channel_affine(x, a, b, out=buf)
+        _channel_affine(x3, a, b, out=flat)
         ctx.coeff_fn, ctx.coeff_bwd, ctx.n_params = coeff_fn, coeff_bwd, len(params)
-        ctx.save_for_backward(x, m, v, a, *params, *extras)
+        ctx.save_for_backward(x3, m, v, a, *params, *extras)
         ctx.mark_non_differentiable(*extras)
         return (y, *extras)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy: Tensor, *_unused):
-        x, m, v, a, *rest = ctx.saved_tensors
+        x, m, v, a, *rest = ctx.saved_tensors  # x is the (N, C, S) view of the input
         params, extras = rest[:ctx.n_params], rest[ctx.n_params:]
         n, c, n_spatial = x.shape
         ones = torch.ones(n * c, dtype=x.dtype, device=x.device)
@@ -94,7 +99,7 @@ class _FusedAffineNorm(torch.autograd.Function):
         # dy/dx = a, and m, v are means over S: dm/dx = 1/S, dv/dx = 2 (x - m) / S
         gx = _channel_affine(x, 2.0 / n_spatial * gv, gm / n_spatial, m).view(n, c, n_spatial)
         gx.addcmul_(gy.reshape(n, c, n_spatial), a.unsqueeze(2))
-        return (None, None, None, gx, *grad_params)
+        return (None, None, None, gx.view(gy.shape), *grad_params)
 
 
 def _autograd_coeff_backward(coeff_fn: CoeffFn, ga: Tensor, gb: Tensor, m: Tensor, v: Tensor,

@@ -171,22 +171,24 @@ class ModeNorm2d(_NormBase):
         in_dtype = x.dtype
         cdtype = self._compute_dtype(x)
         with _no_autocast(x):
-            x3 = x.reshape(x.shape[0], x.shape[1], -1).to(cdtype)
+            xc = x.to(cdtype)
             params = self._params(cdtype)
             if use_batch_stats:
-                y3, mu, var, mass, g = self._forward_batch_stats(x3, params)
+                y, mu, var, mass, g = self._forward_batch_stats(xc, params)
                 if self.training and self.track_running_stats:
-                    self._update_running_stats(mu, var, mass, g, x3.shape[2])
+                    self._update_running_stats(mu, var, mass, g, xc[0, 0].numel())
             else:
+                x3 = xc.reshape(x.shape[0], x.shape[1], -1)
                 m = x3.mean(2)
                 self._check_stats(m)
                 a, b, *_ = mode_norm_coefficients(
                     m, None, *params, eps=self.eps,
                     mode_mean=self.running_mean.to(cdtype), mode_var=self.running_var.to(cdtype))
-                y3 = _affine(x3, a, b)
-        return y3.reshape(x.shape).to(in_dtype)
+                y = _affine(x3, a, b).view(x.shape)
+        return y.to(in_dtype)
 
-    def _forward_batch_stats(self, x3: Tensor, params: List[Optional[Tensor]]):
+    def _forward_batch_stats(self, x: Tensor, params: List[Optional[Tensor]]):
+        """Normalise x (N, C, *) with batch statistics; returns y and the running-stat inputs."""
         reduce = self._all_reduce()
 
         eps = self.eps
@@ -198,15 +200,13 @@ class ModeNorm2d(_NormBase):
         def coeff_bwd(ga, gb, m, v, p, mu, var, mass, g):
             return _mode_norm_coefficients_backward(ga, gb, m, v, p, eps, g, mu, var, mass)
 
-        if _use_fused(x3, params) and reduce is _identity:
-            y3, mu, var, mass, g = _FusedAffineNorm.apply(coeff_fn, coeff_bwd, self._check_stats,
-                                                          x3, *params)
-        else:
-            m, v = _moments(x3)
-            self._check_stats(m, v)
-            a, b, mu, var, mass, g = coeff_fn(m, v, params)
-            y3 = _affine(x3, a, b)
-        return y3, mu, var, mass, g
+        if _use_fused(x, params) and reduce is _identity:
+            return _FusedAffineNorm.apply(coeff_fn, coeff_bwd, self._check_stats, x, *params)
+        x3 = x.reshape(x.shape[0], x.shape[1], -1)
+        m, v = _moments(x3)
+        self._check_stats(m, v)
+        a, b, mu, var, mass, g = coeff_fn(m, v, params)
+        return _affine(x3, a, b).view(x.shape), mu, var, mass, g
 
     @torch.no_grad()
     def _update_running_stats(self, mu: Tensor, var: Tensor, mass: Tensor, g: Tensor,
@@ -293,18 +293,19 @@ class ModeGroupNorm(_NormBase):
         in_dtype = x.dtype
         cdtype = self._compute_dtype(x)
         with _no_autocast(x):
-            x3 = x.reshape(x.shape[0], x.shape[1], -1).to(cdtype)
+            xc = x.to(cdtype)
             ps = [self.gate_weight, self.gate_bias, self.weight, self.bias]
             params = [p if p is None or p.dtype == cdtype else p.to(cdtype) for p in ps]
 
             def coeff_fn(m: Tensor, v: Tensor, p: Sequence[Optional[Tensor]]):
                 return mode_group_norm_coefficients(m, v, *p, eps=self.eps)
 
-            if _use_fused(x3, params):
-                y3, _g = _FusedAffineNorm.apply(coeff_fn, None, self._check_stats, x3, *params)
+            if _use_fused(xc, params):
+                y, _g = _FusedAffineNorm.apply(coeff_fn, None, self._check_stats, xc, *params)
             else:
+                x3 = xc.reshape(x.shape[0], x.shape[1], -1)
                 m, v = _moments(x3)
                 self._check_stats(m, v)
                 a, b, _g = coeff_fn(m, v, params)
-                y3 = _affine(x3, a, b)
-        return y3.reshape(x.shape).to(in_dtype)
+                y = _affine(x3, a, b).view(x.shape)
+        return y.to(in_dtype)
