@@ -3,6 +3,7 @@ gives exactly the card's top-1 / top-5, for each eval set whose data is present 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,15 +35,21 @@ def test_every_published_weight_records_its_eval_data():
         assert set(mz["eval_data"]) == set(mz["metrics"]), folder.name
 
 
+@pytest.fixture(scope="module")
+def data_cache(tmp_path_factory):
+    """One fresh decode cache for all cards (the real decode path, done once)."""
+    return tmp_path_factory.mktemp("mnzoo-cache")
+
+
 @pytest.mark.parametrize("folder,eval_set,specs,expected", list(_cases()))
-def test_mnzoo_eval_reproduces_the_card(folder, eval_set, specs, expected, tmp_path):
+def test_mnzoo_eval_reproduces_the_card(folder, eval_set, specs, expected, data_cache):
     missing = [s for s in specs if not _path_of(s).exists()]
     if missing:
         pytest.skip(f"eval data not on this machine: {missing}")
     out = subprocess.run(
         [sys.executable, "-m", "mnzoo.cli", "eval", folder.name, "--data", *specs, "--json", "--quiet"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
-        env={**__import__("os").environ, "MNZOO_CACHE": str(tmp_path / "cache")})
+        env={**os.environ, "MNZOO_CACHE": str(data_cache)})
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["num_samples"] == expected["n"]
