@@ -39,9 +39,10 @@ import inspect
 import logging
 from typing import Any, Callable, Dict, Optional, Tuple, Type, Union
 
+import torch
 from torch import nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import GroupNorm, GroupNorm1
+from timm.layers import ClassifierHead, GroupNorm, GroupNorm1, get_device_dtype
 from timm.models import build_model_with_cfg, get_arch_pretrained_cfgs
 from timm.models._builder import resolve_pretrained_cfg
 
@@ -53,7 +54,7 @@ __all__ = [
     'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD', 'MULTIDOMAIN_MEAN', 'MULTIDOMAIN_STD',
     'CIFAR10_LABELS', 'CIFAR100_LABELS', 'MNIST_LABELS', 'SVHN_LABELS', 'FASHION_MNIST_LABELS',
     'MULTIDOMAIN_DOMAINS', 'MULTIDOMAIN_LABELS', 'DATASET_CFGS',
-    'resolve_num_modes', 'get_norm_layer', 'mn_cfg', 'build_mn_model',
+    'resolve_num_modes', 'get_norm_layer', 'mn_cfg', 'build_mn_model', 'StagesHeadMixin',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -290,3 +291,41 @@ def build_mn_model(
         **extra,
         **model_kwargs,
     )
+
+
+class StagesHeadMixin:
+    """timm's model contract for a ``stages`` trunk followed by a timm ``ClassifierHead`` ``head``
+    (shared by the NIN and CIFAR-VGG families; ``group_matcher`` stays with each family)."""
+
+    stages: nn.Sequential
+    head: ClassifierHead
+    num_classes: int
+
+    def _init_weights(self) -> None:
+        """He init for convs (fan_out); norms and the classifier keep their own init."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            raise NotImplementedError(f'gradient checkpointing is not supported by {type(self).__name__}')
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """New classifier with ``num_classes`` outputs (0: identity); keeps the pooling unless given."""
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool, **get_device_dtype(self))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -23,10 +23,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from timm.layers import ClassifierHead, get_device_dtype
+from timm.layers import ClassifierHead
 from timm.models import generate_default_cfgs, register_model
 
-from ._builder import build_mn_model, get_norm_layer, mn_cfg, resolve_num_modes
+from ._builder import StagesHeadMixin, build_mn_model, get_norm_layer, mn_cfg, resolve_num_modes
 
 __all__ = ['NetworkInNetwork']
 
@@ -59,7 +59,7 @@ def _mlpconv(
     return nn.Sequential(*layers)
 
 
-class NetworkInNetwork(nn.Module):
+class NetworkInNetwork(StagesHeadMixin, nn.Module):
     """NIN with a norm after every conv; ``stages`` are the three mlpconv blocks (with their pooling
     and dropout), ``head`` global-average-pools and applies the linear classifier."""
 
@@ -111,38 +111,10 @@ class NetworkInNetwork(nn.Module):
         self.head = ClassifierHead(in_chs, num_classes, pool_type=global_pool, **dd)
         self._init_weights()
 
-    def _init_weights(self) -> None:
-        """He init for convs (fan_out); norms and the classifier keep their own init."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, str]:
         return dict(stem=r'^stages\.0\.[0-2]\.', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)')
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        if enable:
-            raise NotImplementedError('gradient checkpointing is not supported by NetworkInNetwork')
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """New classifier with ``num_classes`` outputs (0: identity); keeps the pooling unless given."""
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool, **get_device_dtype(self))
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _create_nin(variant: str, pretrained: bool, norm: str, kwargs: Dict[str, Any]) -> NetworkInNetwork:

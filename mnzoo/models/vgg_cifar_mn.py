@@ -15,10 +15,10 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
-from timm.layers import ClassifierHead, get_device_dtype
+from timm.layers import ClassifierHead
 from timm.models import generate_default_cfgs, register_model
 
-from ._builder import build_mn_model, get_norm_layer, mn_cfg, resolve_num_modes
+from ._builder import StagesHeadMixin, build_mn_model, get_norm_layer, mn_cfg, resolve_num_modes
 
 __all__ = ['CifarVGG', 'VGG_CFGS']
 
@@ -28,7 +28,7 @@ VGG_CFGS: Dict[str, List[Union[int, str]]] = {
 }
 
 
-class CifarVGG(nn.Module):
+class CifarVGG(StagesHeadMixin, nn.Module):
     """VGG conv stack with a norm after each conv, global pooling and a linear classifier.
 
     ``stages`` holds one ``nn.Sequential`` per max-pooled stage; ``feature_info`` lists their outputs
@@ -93,38 +93,10 @@ class CifarVGG(nn.Module):
         self.head = ClassifierHead(prev_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
         self._init_weights()
 
-    def _init_weights(self) -> None:
-        """He init for convs (fan_out); norms and the classifier keep their own init."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, str]:
         return dict(stem=r'^stages\.0', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)')
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        if enable:
-            raise NotImplementedError('gradient checkpointing is not supported by CifarVGG')
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """New classifier with ``num_classes`` outputs (0: identity); keeps the pooling unless given."""
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool, **get_device_dtype(self))
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _create_vgg_cifar(variant: str, pretrained: bool, norm: str, kwargs: Dict[str, Any]) -> CifarVGG:
