@@ -116,7 +116,6 @@ class NetworkInNetwork(StagesHeadMixin, nn.Module):
         return dict(stem=r'^stages\.0\.[0-2]\.', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)')
 
 
-
 def _create_nin(variant: str, pretrained: bool, norm: str, kwargs: Dict[str, Any]) -> NetworkInNetwork:
     if 'norm' in kwargs:
         raise TypeError(f'{variant}() fixes norm={norm!r}; use NetworkInNetwork directly for other settings')

@@ -98,7 +98,6 @@ class CifarVGG(StagesHeadMixin, nn.Module):
         return dict(stem=r'^stages\.0', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)')
 
 
-
 def _create_vgg_cifar(variant: str, pretrained: bool, norm: str, kwargs: Dict[str, Any]) -> CifarVGG:
     if 'norm' in kwargs:
         raise TypeError(f'{variant}() fixes norm={norm!r}; use CifarVGG directly for other settings')
