@@ -267,3 +267,13 @@ def test_timm_model_ema_treats_k1_mode_norm_like_batchnorm():
         out_bn, out_mn = emas[0].module.eval()(x), emas[1].module.eval()(x)
     torch.testing.assert_close(out_mn, out_bn, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(emas[1].module[1].running_var[0], emas[0].module[1].running_var)
+
+
+def test_convert_leaves_batchnorm_subclasses_with_extra_behaviour_and_says_so(caplog):
+    from timm.layers import BatchNormAct2d
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), BatchNormAct2d(4), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4))
+    with caplog.at_level("WARNING", logger="mnzoo.layers.convert"):
+        convert_to_mode_norm(model)
+    assert isinstance(model[1], BatchNormAct2d)  # its activation is not silently dropped
+    assert isinstance(model[3], ModeNorm2d)
+    assert "1 norm subclass layer(s) unconverted: 1 (BatchNormAct2d)" in caplog.text
