@@ -5,7 +5,6 @@ eval and predict are checked against an independent computation: images read wit
 hand with the model's mean/std, one forward pass each.
 """
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -214,18 +213,23 @@ def test_eval_domain_sources_match_folder_path(weights_folder, tmp_path, monkeyp
         assert (res['num_samples'], res['top1'], res['top5']) == expected, data
 
 
+def _random_multidomain_export(tmp_path):
+    """A lenet_mn.multidomain with random weights and running statistics, exported to tmp_path."""
+    model = timm.create_model('lenet_mn.multidomain')
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand_like(t) + 0.5 if 'running_var' in name else torch.randn_like(t) * 0.5)
+    return model, hub.export(model, tmp_path / 'lenet_mn.multidomain', metrics={'top1': 1.0})
+
+
 def test_eval_multidomain_sources(tmp_path, monkeypatch, capsys):
     """Two domains mixed into the 40-way label space, checked against a literal re-implementation of the
     documented preprocessing: grey 28x28 -> zero-pad to 32, 3 channels; per-domain mean/std; label offsets."""
     from mnzoo.data import DOMAINS
     monkeypatch.setenv('MNZOO_CACHE', str(tmp_path / 'cache'))
     torch.manual_seed(2)
-    model = timm.create_model('lenet_mn.multidomain')
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(torch.rand_like(t) + 0.5 if 'running_var' in name else torch.randn_like(t) * 0.5)
-    folder = hub.export(model, tmp_path / 'lenet_mn.multidomain', metrics={'top1': 1.0})
+    model, folder = _random_multidomain_export(tmp_path)
     model.eval()
     rng = np.random.default_rng(1)
     xs, ys, doms = [], [], []
@@ -266,12 +270,7 @@ def test_predict_multidomain_needs_domain_and_matches_eval(tmp_path, monkeypatch
     """predict --domain preprocesses one image exactly like the eval/training pipeline does."""
     monkeypatch.setenv('MNZOO_CACHE', str(tmp_path / 'cache'))
     torch.manual_seed(4)
-    model = timm.create_model('lenet_mn.multidomain')
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(torch.rand_like(t) + 0.5 if 'running_var' in name else torch.randn_like(t) * 0.5)
-    folder = hub.export(model, tmp_path / 'lenet_mn.multidomain', metrics={'top1': 1.0})
+    model, folder = _random_multidomain_export(tmp_path)
     rng = np.random.default_rng(5)
     for c in range(10):
         p = tmp_path / 'mnist' / str(c) / 'a.png'

@@ -141,5 +141,5 @@ def _use_fused(x: Tensor, params: Sequence[Optional[Tensor]]) -> bool:
 
 
 def _checks_enabled() -> bool:
-    return not (torch.jit.is_tracing() or torch.compiler.is_compiling()
-                or torch.onnx.is_in_onnx_export())
+    """Data-dependent input checks run in eager mode only (tracers cannot branch on data)."""
+    return not _plain_ops_only()
