@@ -345,6 +345,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_kernels(args: argparse.Namespace) -> int:
+    from .layers import build_cpu_kernels
+    ok = build_cpu_kernels(verbose=args.verbose)
+    print('mnzoo ModeNorm CPU kernels: ' + ('ready' if ok else 'NOT available, the layers use the torch-op path'))
+    return 0 if ok else 1
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -439,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--token', default=None, help='default: the saved Hugging Face token')
     p.add_argument('--private', action='store_true')
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser('build-kernels', help="compile the ModeNorm CPU kernels now (else on first use)")
+    p.add_argument('--verbose', action='store_true', help="show the compiler's output")
+    p.set_defaults(func=cmd_build_kernels)
     return ap
 
 

@@ -8,11 +8,16 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OLAH_VENV=${MNZOO_OLAH_VENV:-/opt/olah-venv}
 
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  echo "== apt: dataset-fashion-mnist"
+# the Fashion-MNIST data, and a C++ toolchain for the ModeNorm CPU kernels (torch's JIT builder)
+need=()
+[ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+command -v g++ >/dev/null || need+=(g++)
+command -v ninja >/dev/null || need+=(ninja-build)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== apt: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -26,6 +31,9 @@ fi
 echo "== pip: mnzoo[test,train]"
 .venv/bin/pip install -q -e ".[test,train]" torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -c "import mnzoo, timm, torch; print('mnzoo', mnzoo.__version__, '| timm', timm.__version__, '| torch', torch.__version__)"
+
+echo "== ModeNorm CPU kernels (compiled once, ~1 min; cached in ~/.cache/torch_extensions)"
+.venv/bin/mnzoo build-kernels || echo "   (not built: the layers will use the slower torch-op path)"
 
 if [ ! -x "$OLAH_VENV/bin/olah-cli" ]; then
   echo "== olah in its own venv: $OLAH_VENV"

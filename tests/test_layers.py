@@ -8,8 +8,21 @@ import pytest
 import torch
 from torch import nn
 
+from kernels import require_cpu_kernels
 from mn_reference import mgn_reference, mn_eval_reference, mn_train_reference
 from mnzoo import ModeGroupNorm, ModeNorm1d, ModeNorm2d
+
+
+@pytest.fixture(autouse=True, params=["cpu-kernels", "torch-ops"])
+def mn_path(request, monkeypatch):
+    """Run every test on both eager CPU paths: the fused C++ kernels and the torch-op path
+    (the one CUDA, torch.compile and the exporters use)."""
+    if request.param == "torch-ops":
+        monkeypatch.setenv("MNZOO_CPU_KERNELS", "0")
+    else:
+        monkeypatch.setenv("MNZOO_CPU_KERNELS", "1")
+        require_cpu_kernels()
+    return request.param
 
 
 def _randomise(layer: nn.Module, seed: int = 0) -> nn.Module:

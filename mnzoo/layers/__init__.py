@@ -1,4 +1,5 @@
 """Normalisation layers of mnzoo: MN, MGN, their synchronised variant and model conversion."""
+from ._cpu import build_cpu_kernels
 from .convert import convert_to_mode_norm
 from .functional import mode_group_norm_coefficients, mode_norm_coefficients
 from .mode_norm import ModeGroupNorm, ModeNorm1d, ModeNorm2d
@@ -14,4 +15,5 @@ __all__ = [
     "convert_to_mode_norm",
     "mode_norm_coefficients",
     "mode_group_norm_coefficients",
+    "build_cpu_kernels",
 ]

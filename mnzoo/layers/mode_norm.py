@@ -12,6 +12,7 @@ from typing import ContextManager, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from ._cpu import cpu_mode_norm_eval, cpu_mode_norm_train, needs_grad, use_cpu_kernels
 from ._fused import _affine, _checks_enabled, _FusedAffineNorm, _moments, _use_fused
 from .functional import (
     MIN_MODE_MASS,
@@ -53,9 +54,12 @@ class _NormBase(nn.Module):
         if not _checks_enabled():
             return
         if not bool(torch.isfinite(m if v is None else v).all()):
-            raise ValueError(
-                f"{self._get_name()}({self.extra_repr()}): non-finite input statistics "
-                "(the input holds NaN or Inf, or overflows its dtype)")
+            self._raise_nonfinite()
+
+    def _raise_nonfinite(self) -> None:
+        raise ValueError(
+            f"{self._get_name()}({self.extra_repr()}): non-finite input statistics "
+            "(the input holds NaN or Inf, or overflows its dtype)")
 
     @staticmethod
     def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -173,10 +177,18 @@ class ModeNorm2d(_NormBase):
         with _no_autocast(x):
             xc = x.to(cdtype)
             params = self._params(cdtype)
-            if use_batch_stats:
+            update = self.training and self.track_running_stats
+            if use_batch_stats and self._all_reduce() is _identity and use_cpu_kernels(xc, params):
+                y = self._forward_cpu_kernels(xc, params, update)
+            elif use_batch_stats:
                 y, mu, var, mass, g = self._forward_batch_stats(xc, params)
-                if self.training and self.track_running_stats:
+                if update:
                     self._update_running_stats(mu, var, mass, g, xc[0, 0].numel())
+            elif not needs_grad(xc, params) and use_cpu_kernels(xc, params):
+                y, nonfinite = cpu_mode_norm_eval(xc, params, self.running_mean.to(cdtype),
+                                                  self.running_var.to(cdtype), self.eps)
+                if nonfinite:
+                    self._raise_nonfinite()
             else:
                 x3 = xc.reshape(x.shape[0], x.shape[1], -1)
                 m = x3.mean(2)
@@ -186,6 +198,28 @@ class ModeNorm2d(_NormBase):
                     mode_mean=self.running_mean.to(cdtype), mode_var=self.running_var.to(cdtype))
                 y = _affine(x3, a, b).view(x.shape)
         return y.to(in_dtype)
+
+    def _forward_cpu_kernels(self, x: Tensor, params: List[Optional[Tensor]], update: bool) -> Tensor:
+        """Batch statistics on the fused CPU kernels, which also update the running statistics
+        when their dtype matches x's (else they are updated here, as on the other paths)."""
+        rm, rv = self.running_mean, self.running_var
+        in_kernel = update and rm.dtype == x.dtype
+        if in_kernel:
+            if self.momentum is None:
+                momentum = 1.0 / (float(self.num_batches_tracked) + 1.0)
+            else:
+                momentum = float(self.momentum)
+            running = (rm, rv, momentum, MIN_MODE_MASS)
+        else:
+            running = (None, None, 0.0, 0.0)
+        y, mu, var, mass, g, nonfinite = cpu_mode_norm_train(x, params, self.eps, running)
+        if nonfinite:
+            self._raise_nonfinite()
+        if in_kernel:
+            self.num_batches_tracked.add_(1)
+        elif update:
+            self._update_running_stats(mu, var, mass, g, x[0, 0].numel())
+        return y
 
     def _forward_batch_stats(self, x: Tensor, params: List[Optional[Tensor]]):
         """Normalise x (N, C, *) with batch statistics; returns y and the running-stat inputs."""
