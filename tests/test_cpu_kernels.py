@@ -4,6 +4,9 @@ whole suite on both eager paths as well."""
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -150,3 +153,23 @@ def test_mode_norm_1d_uses_the_kernels_for_vectors():
     assert "CpuModeNorm" in type(y.grad_fn).__name__
     y_ref, _ = mn_train_reference(x.detach().double(), *_params64(layer), eps=layer.eps)
     torch.testing.assert_close(y.double(), y_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_a_failed_build_warns_and_falls_back_to_torch_ops(tmp_path):
+    """No usable compiler: one clear warning, and the layer still trains on the torch-op path."""
+    code = (
+        "import warnings, torch\n"
+        "from mnzoo import ModeNorm2d\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    y = ModeNorm2d(3, 2)(torch.randn(4, 3, 5, 5, requires_grad=True))\n"
+        "    y.sum().backward()\n"
+        "print(type(y.grad_fn).__name__)\n"
+        "print(sum('could not build the ModeNorm CPU kernels' in str(w.message) for w in caught))\n")
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "CXX": str(tmp_path / "no-c++"),
+           "MNZOO_CPU_KERNELS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    grad_fn, warned = out.stdout.split()
+    assert grad_fn == "_FusedAffineNormBackward" and warned == "1", out.stdout + out.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -25,7 +26,6 @@ from ._fused import _plain_ops_only
 
 __all__ = ["build_cpu_kernels", "cpu_kernels_available"]
 
-_log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("csrc") / "mode_norm_cpu.cpp"
 _lock = threading.Lock()
 _state: Optional[bool] = None  # None: not tried yet
@@ -63,12 +63,22 @@ def build_cpu_kernels(verbose: bool = False) -> bool:
             _state = True
             return True
         try:
-            from torch.utils import cpp_extension
-
-            _log.info("mnzoo: building the ModeNorm CPU kernels once (about a minute)")
+            # importing the builder on a machine without CUDA logs a warning that is noise here
+            builder_log = logging.getLogger("torch.utils.cpp_extension")
+            level = builder_log.level
+            builder_log.setLevel(logging.ERROR)
+            try:
+                from torch.utils import cpp_extension
+            finally:
+                builder_log.setLevel(level)
             isa = _isa_flags()
+            name = "mnzoo_mode_norm_cpu" + ("_avx2" if isa else "")
+            build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+            if not (build_dir / f"{name}.so").exists():
+                print(f"mnzoo: compiling the ModeNorm CPU kernels once (about a minute) into "
+                      f"{build_dir}", file=sys.stderr, flush=True)
             cpp_extension.load(
-                name="mnzoo_mode_norm_cpu" + ("_avx2" if isa else ""),
+                name=name,
                 sources=[str(_SOURCE)],
                 extra_cflags=["-O3", "-fopenmp", *isa],
                 extra_ldflags=["-fopenmp"],
