@@ -2,11 +2,15 @@
 
 Prints one table of medians measured in a single run; every row is also given as a ratio to
 nn.BatchNorm2d on the same shape, timed interleaved with it, so a busy machine still gives stable
-ratios. Usage: python benchmarks/norm_speed.py [--reps 15] [--threads 2] [--quick]
+ratios. "MN K=2 torch-ops" is the same layer with the fused CPU kernels turned off
+(MNZOO_CPU_KERNELS=0 for that call), i.e. the path CUDA and torch.compile use.
+Usage: python benchmarks/norm_speed.py [--reps 15] [--threads 2] [--quick]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import time
 from typing import Callable, Dict, List, Tuple
@@ -16,6 +20,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnzoo import ModeNorm2d
+from mnzoo.layers import build_cpu_kernels
+
+TORCH_OPS = " torch-ops"  # suffix of the rows timed with the CPU kernels turned off
+
+
+@contextlib.contextmanager
+def _kernels(enabled: bool):
+    old = os.environ.get("MNZOO_CPU_KERNELS")
+    os.environ["MNZOO_CPU_KERNELS"] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["MNZOO_CPU_KERNELS"]
+        else:
+            os.environ["MNZOO_CPU_KERNELS"] = old
 
 SHAPES: List[Tuple[str, Tuple[int, int, int, int]]] = [
     ("resnet20 stage1", (128, 16, 32, 32)),
@@ -54,22 +74,23 @@ def _once(fn: Callable[[], None]) -> float:
     return time.perf_counter() - t0
 
 
-def _train_step(layer: nn.Module, x: Tensor, gy: Tensor) -> Callable[[], None]:
+def _train_step(layer: nn.Module, x: Tensor, gy: Tensor, kernels: bool = True) -> Callable[[], None]:
     layer.train()
     xr = x.clone().requires_grad_()
 
     def run() -> None:
         xr.grad = None
         layer.zero_grad(set_to_none=True)
-        layer(xr).backward(gy)
+        with _kernels(kernels):
+            layer(xr).backward(gy)
     return run
 
 
-def _eval_step(layer: nn.Module, x: Tensor) -> Callable[[], None]:
+def _eval_step(layer: nn.Module, x: Tensor, kernels: bool = True) -> Callable[[], None]:
     layer.eval()
 
     def run() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), _kernels(kernels):
             layer(x)
     return run
 
@@ -86,12 +107,14 @@ def bench_layers(reps: int, quick: bool) -> None:
         layers: Dict[str, nn.Module] = {"BatchNorm2d": nn.BatchNorm2d(c)}
         for k in (1, 2, 4, 6):
             layers[f"MN K={k}"] = ModeNorm2d(c, k)
+        layers["MN K=2" + TORCH_OPS] = ModeNorm2d(c, 2)
         layers["literal K=2"] = LiteralModeNorm(c, 2)
         layers["literal K=6"] = LiteralModeNorm(c, 6)
         # interleave: each round times every layer once, so drifts hit all rows alike
         train: Dict[str, List[float]] = {n: [] for n in layers}
         evals: Dict[str, List[float]] = {n: [] for n in layers}
-        steps = {n: (_train_step(l, x, gy), _eval_step(l, x)) for n, l in layers.items()}
+        steps = {n: (_train_step(l, x, gy, not n.endswith(TORCH_OPS)),
+                     _eval_step(l, x, not n.endswith(TORCH_OPS))) for n, l in layers.items()}
         for n, (tr, ev) in steps.items():
             tr(), ev()
         for _ in range(reps):
@@ -112,7 +135,8 @@ def bench_layers(reps: int, quick: bool) -> None:
         summary.setdefault("literal / ours, K=6 train", []).append(med_t["literal K=6"] / med_t["MN K=6"])
         print()
     print("Median over shapes:")
-    for key in ("train MN K=2", "eval MN K=2", "K=6 / K=2 train", "literal / ours, K=6 train"):
+    for key in ("train MN K=2", "eval MN K=2", "train MN K=2" + TORCH_OPS, "eval MN K=2" + TORCH_OPS,
+                "K=6 / K=2 train", "literal / ours, K=6 train"):
         print(f"  {key:<28}{statistics.median(summary[key]):>8.2f}")
 
 
@@ -120,31 +144,34 @@ def bench_network(reps: int) -> None:
     import timm
     import mnzoo  # noqa: F401  (registers the models)
 
-    names = [n for n in ("resnet20_bn", "resnet20_mn") if timm.is_model(n)]
-    if len(names) < 2:
+    if not (timm.is_model("resnet20_bn") and timm.is_model("resnet20_mn")):
         print("resnet20_bn / resnet20_mn not registered: skipping the whole-network line")
         return
     x = torch.randn(128, 3, 32, 32)
     y = torch.randint(0, 10, (128,))
-    times: Dict[str, List[float]] = {n: [] for n in names}
-    nets = {}
-    for n in names:
+    variants = {"BN": ("resnet20_bn", True), "MN": ("resnet20_mn", True),
+                "MN" + TORCH_OPS: ("resnet20_mn", False)}
+    times: Dict[str, List[float]] = {v: [] for v in variants}
+    steps = {}
+    for label, (name, kernels) in variants.items():
         torch.manual_seed(0)
-        net = timm.create_model(n, num_classes=10).train()
+        net = timm.create_model(name, num_classes=10).train()
         opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
 
-        def step(net=net, opt=opt) -> None:
+        def step(net=net, opt=opt, kernels=kernels) -> None:
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(x), y).backward()
+            with _kernels(kernels):
+                F.cross_entropy(net(x), y).backward()
             opt.step()
-        nets[n] = step
+        steps[label] = step
         step()
     for _ in range(reps):
-        for n in names:
-            times[n].append(_once(nets[n]))
-    med = {n: statistics.median(v) for n, v in times.items()}
-    print(f"ResNet20 training step, batch 128: BN {med['resnet20_bn'] * 1e3:.1f} ms, "
-          f"MN(K=2) {med['resnet20_mn'] * 1e3:.1f} ms, MN/BN {med['resnet20_mn'] / med['resnet20_bn']:.2f}")
+        for label in variants:
+            times[label].append(_once(steps[label]))
+    med = {v: statistics.median(t) for v, t in times.items()}
+    print("ResNet20 training step, batch 128 (median ms, ratio to BN):")
+    for label in variants:
+        print(f"  {label:<14}{med[label] * 1e3:>9.1f}{med[label] / med['BN']:>8.2f}")
 
 
 def main() -> None:
@@ -154,7 +181,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="ResNet20 shapes only, no network line")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.reps} reps, fp32, CPU\n")
+    kernels = build_cpu_kernels()
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.reps} reps, fp32, CPU, "
+          f"mnzoo CPU kernels {'on' if kernels else 'NOT AVAILABLE'}\n")
     bench_layers(args.reps, args.quick)
     if not args.quick:
         print()

@@ -173,3 +173,10 @@ def test_a_failed_build_warns_and_falls_back_to_torch_ops(tmp_path):
     assert out.returncode == 0, out.stderr
     grad_fn, warned = out.stdout.split()
     assert grad_fn == "_FusedAffineNormBackward" and warned == "1", out.stdout + out.stderr
+
+
+def test_cli_build_kernels_reports_ready(capsys):
+    from mnzoo.cli import main
+
+    assert main(["build-kernels"]) == 0
+    assert "kernels: ready" in capsys.readouterr().out
