@@ -27,9 +27,8 @@ constexpr double kMinMass = 1e-12;     // denominator guard, as functional._nonz
 // Grain: rows per task, so that a task touches at least ~32k elements.
 int64_t row_grain(int64_t s) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(s, 1)); }
 
-// Mean and biased variance of one row, two-pass (no E[x^2] - E[x]^2 cancellation).
 template <typename T>
-void row_moments(const T* __restrict__ p, int64_t s, T* mean_out, T* var_out) {
+T row_mean(const T* __restrict__ p, int64_t s) {
   T acc[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= s; i += kLanes)
@@ -37,9 +36,16 @@ void row_moments(const T* __restrict__ p, int64_t s, T* mean_out, T* var_out) {
   T sum = 0;
   for (; i < s; ++i) sum += p[i];
   for (int64_t j = 0; j < kLanes; ++j) sum += acc[j];
-  const T mean = sum / static_cast<T>(s);
+  return sum / static_cast<T>(s);
+}
+
+// Mean and biased variance of one row, two-pass (no E[x^2] - E[x]^2 cancellation).
+template <typename T>
+void row_moments(const T* __restrict__ p, int64_t s, T* mean_out, T* var_out) {
+  const T mean = row_mean(p, s);
   T sq[kLanes] = {};
-  for (i = 0; i + kLanes <= s; i += kLanes)
+  int64_t i = 0;
+  for (; i + kLanes <= s; i += kLanes)
     for (int64_t j = 0; j < kLanes; ++j) {
       const T d = p[i + j] - mean;
       sq[j] += d * d;
@@ -49,18 +55,6 @@ void row_moments(const T* __restrict__ p, int64_t s, T* mean_out, T* var_out) {
   for (int64_t j = 0; j < kLanes; ++j) ss += sq[j];
   *mean_out = mean;
   *var_out = ss / static_cast<T>(s);
-}
-
-template <typename T>
-T row_mean(const T* p, int64_t s) {
-  T acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= s; i += kLanes)
-    for (int64_t j = 0; j < kLanes; ++j) acc[j] += p[i + j];
-  T sum = 0;
-  for (; i < s; ++i) sum += p[i];
-  for (int64_t j = 0; j < kLanes; ++j) sum += acc[j];
-  return sum / static_cast<T>(s);
 }
 
 template <typename T>
