@@ -326,7 +326,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .weights import load_manifest
     bad = 0
     for folder in args.folders:
-        problems = check_weights_folder(folder, manifest_entry=load_manifest().get(Path(folder).name))
+        problems = check_weights_folder(folder, manifest_entry=load_manifest(args.manifest).get(Path(folder).name))
         print(f'{folder}: ' + ('ok' if not problems else '\n  ' + '\n  '.join(problems)))
         bad += bool(problems)
     return 1 if bad else 0
@@ -432,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('check', help='check weights folders (sha256, sizes, registry, card metrics)')
     p.add_argument('folders', nargs='+')
+    p.add_argument('--manifest', default=None, help="compare with this manifest (default: the package's)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser('table', help="the README's markdown model table, from the registry and manifest")

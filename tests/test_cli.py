@@ -174,9 +174,11 @@ def test_export_register_check_commands(tmp_path, capsys):
     entry = json.loads(manifest.read_text())['resnet20_mn.cifar10']
     assert entry['metrics'] == {'test-lossless-1k': {'top1': 10.0, 'top5': 50.0, 'loss': 2.3, 'n': 1000}}
     assert entry['num_modes'] == 3
-    assert main(['check', str(folder)]) == 0
-    (folder / 'model.safetensors').write_bytes(b'junk')
+    # the package's manifest now publishes a real resnet20_mn.cifar10, which this folder is not
     assert main(['check', str(folder)]) == 1
+    assert main(['check', str(folder), '--manifest', str(manifest)]) == 0
+    (folder / 'model.safetensors').write_bytes(b'junk')
+    assert main(['check', str(folder), '--manifest', str(manifest)]) == 1
     assert 'not a valid safetensors file' in capsys.readouterr().out
 
 
