@@ -114,6 +114,11 @@ def needs_grad(x: Tensor, params: Sequence[Optional[Tensor]]) -> bool:
         x.requires_grad or any(p is not None and p.requires_grad for p in params))
 
 
+# (running_mean, running_var, momentum, min_mass): updated in place by the forward kernel
+Running = Tuple[Optional[Tensor], Optional[Tensor], float, float]
+NO_RUNNING: Running = (None, None, 0.0, 0.0)
+
+
 class _CpuModeNormFunction(torch.autograd.Function):
     """ModeNorm with batch statistics on the fused CPU kernels (forward and backward)."""
 
@@ -125,8 +130,7 @@ class _CpuModeNormFunction(torch.autograd.Function):
         ctx.save_for_backward(x, m, v, a, g, mu, var, mass, gate_w, weight)
         ctx.eps, ctx.has_bias = eps, bias is not None
         ctx.mark_non_differentiable(mu, var, mass, g)
-        ctx.nonfinite = nonfinite
-        return y, mu, var, mass, g
+        return y, mu, var, mass, g, nonfinite
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -136,11 +140,6 @@ class _CpuModeNormFunction(torch.autograd.Function):
             gy, x, m, v, a, g, mu, var, mass, gate_w, weight, ctx.has_bias, ctx.eps)
         return (gx, d_gw, d_gb, d_w if weight is not None else None,
                 d_b if ctx.has_bias else None, None, None)
-
-
-# (running_mean, running_var, momentum, min_mass): updated in place by the forward kernel
-Running = Tuple[Optional[Tensor], Optional[Tensor], float, float]
-NO_RUNNING: Running = (None, None, 0.0, 0.0)
 
 
 def cpu_mode_norm_train(x: Tensor, params: List[Optional[Tensor]], eps: float,
@@ -154,9 +153,7 @@ def cpu_mode_norm_train(x: Tensor, params: List[Optional[Tensor]], eps: float,
     """
     x = x.contiguous()
     if needs_grad(x, params):
-        fn = _CpuModeNormFunction
-        y, mu, var, mass, g = fn.apply(x, *params, eps, running)
-        return y, mu, var, mass, g, 0 if y.grad_fn is None else y.grad_fn.nonfinite
+        return _CpuModeNormFunction.apply(x, *params, eps, running)
     y, _m, _v, _a, g, mu, var, mass, nonfinite = torch.ops.mnzoo.mode_norm_train_forward(
         x, *params, eps, *running)
     return y, mu, var, mass, g, nonfinite

@@ -12,7 +12,7 @@ from typing import ContextManager, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ._cpu import cpu_mode_norm_eval, cpu_mode_norm_train, needs_grad, use_cpu_kernels
+from ._cpu import NO_RUNNING, cpu_mode_norm_eval, cpu_mode_norm_train, needs_grad, use_cpu_kernels
 from ._fused import _affine, _checks_enabled, _FusedAffineNorm, _moments, _use_fused
 from .functional import (
     MIN_MODE_MASS,
@@ -204,14 +204,7 @@ class ModeNorm2d(_NormBase):
         when their dtype matches x's (else they are updated here, as on the other paths)."""
         rm, rv = self.running_mean, self.running_var
         in_kernel = update and rm.dtype == x.dtype
-        if in_kernel:
-            if self.momentum is None:
-                momentum = 1.0 / (float(self.num_batches_tracked) + 1.0)
-            else:
-                momentum = float(self.momentum)
-            running = (rm, rv, momentum, MIN_MODE_MASS)
-        else:
-            running = (None, None, 0.0, 0.0)
+        running = (rm, rv, self._next_momentum(), MIN_MODE_MASS) if in_kernel else NO_RUNNING
         y, mu, var, mass, g, nonfinite = cpu_mode_norm_train(x, params, self.eps, running)
         if nonfinite:
             self._raise_nonfinite()
@@ -242,14 +235,18 @@ class ModeNorm2d(_NormBase):
         a, b, mu, var, mass, g = coeff_fn(m, v, params)
         return _affine(x3, a, b).view(x.shape), mu, var, mass, g
 
+    def _next_momentum(self) -> float:
+        """The running-average weight of the batch about to be counted (cumulative when
+        ``momentum`` is None, as in ``nn.BatchNorm2d``)."""
+        if self.momentum is None:
+            return 1.0 / (float(self.num_batches_tracked) + 1.0)
+        return float(self.momentum)
+
     @torch.no_grad()
     def _update_running_stats(self, mu: Tensor, var: Tensor, mass: Tensor, g: Tensor,
                               n_spatial: int) -> None:
+        momentum = self._next_momentum()
         self.num_batches_tracked.add_(1)
-        if self.momentum is None:
-            momentum = 1.0 / float(self.num_batches_tracked)
-        else:
-            momentum = self.momentum
         sq_mass = self._all_reduce()(torch.linalg.vecdot(g, g, dim=0))  # sum_n g_nk^2
         n_eff = mass.square().mul_(n_spatial).div_(_nonzero(sq_mass))
         unbias = torch.where(n_eff > 1.0 + 1e-6, n_eff / (n_eff - 1.0).clamp_min(1e-6), 1.0)
