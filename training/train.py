@@ -388,8 +388,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             if scheduler is not None:
                 scheduler.step_update(num_updates)
             with torch.no_grad():
+                # torch.full, not torch.tensor: a host-to-device copy would synchronise every step on CUDA
                 sums += torch.stack([loss.detach().double() * y.numel(), (out.argmax(1) == y).sum().double(),
-                                     torch.tensor(float(y.numel()), dtype=torch.float64, device=device)])
+                                     torch.full((), float(y.numel()), dtype=torch.float64, device=device)])
             if primary and args.log_interval and (step + 1) % args.log_interval == 0:
                 el = time.perf_counter() - t0
                 ips = (step + 1) * args.batch_size / el

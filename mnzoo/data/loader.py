@@ -190,6 +190,9 @@ class TensorLoader:
         if self.shuffle:
             order = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch, 0))
             aug = self.augment.sample(n, epoch_generator(self.seed, self.epoch, 1)) if self.augment else None
+            # one copy per epoch: a per-batch host-to-device copy would synchronise every step on CUDA
+            order = order.to(self.device)
+            aug = None if aug is None else tuple(t.to(self.device) for t in aug)
             for b in range(len(self)):
                 lo = b * self.batch_size + self.rank * self.local_batch
                 hi = min(lo + self.local_batch, (b + 1) * self.batch_size, n)
@@ -197,7 +200,7 @@ class TensorLoader:
         else:
             lo, hi = self._shard()
             for start in range(lo, hi, self.local_batch):
-                idx = torch.arange(start, min(start + self.local_batch, hi))
+                idx = torch.arange(start, min(start + self.local_batch, hi), device=self.device)
                 yield self._batch(idx, None)
 
     def _batch(self, idx: Tensor, aug: Optional[Sequence[Tensor]]) -> Tuple[Tensor, Tensor, Tensor]:
