@@ -84,10 +84,13 @@ class _FusedAffineNorm(torch.autograd.Function):
         params, extras = rest[:ctx.n_params], rest[ctx.n_params:]
         n, c, n_spatial = x.shape
         ones = torch.ones(n * c, dtype=x.dtype, device=x.device)
-        # one fused reduction pass: sum_s gy * (x - m) and sum_s gy
+        # one fused reduction pass: sum_s gy * (x - m) and sum_s gy. save_mean / save_invstd must
+        # be empty tensors, not None: CUDA's kernel asserts they are defined, and when they are
+        # empty it takes mean and invstd from the "running" m and ones (eval mode, eps 0).
+        empty = x.new_empty(0)
         _, gac, gb = torch.ops.aten.native_batch_norm_backward(
             gy.reshape(1, n * c, n_spatial), x.reshape(1, n * c, n_spatial), a.reshape(-1),
-            m.reshape(-1), ones, None, None, False, 0.0, [False, True, True])
+            m.reshape(-1), ones, empty, empty, False, 0.0, [False, True, True])
         gb = gb.view(n, c)
         ga = gac.view(n, c) + m * gb  # dL/da = sum_s gy * x
         needs = ctx.needs_input_grad[4:]
