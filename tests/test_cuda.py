@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from layer_inputs import mn_params as _mn_params, randomise as _randomise, two_domain_input as _input
 from mn_reference import mgn_reference, mn_eval_reference, mn_train_reference
 from mnzoo import ModeGroupNorm, ModeNorm2d
 
@@ -34,25 +35,6 @@ def exact_fp32():
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-
-
-def _randomise(layer: nn.Module, seed: int = 0) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.7 + (1.0 if p.dim() == 1 and p.shape[0] > 4 else 0.0))
-    return layer
-
-
-def _input(shape, seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=gen, dtype=torch.float64) * 2.0 + 0.5
-    x[: shape[0] // 2] = x[: shape[0] // 2] * 0.3 - 1.5  # two "domains": the modes matter
-    return x
-
-
-def _mn_params(layer):
-    return [layer.gate.weight, layer.gate.bias, layer.weight, layer.bias]
 
 
 @pytest.mark.parametrize("num_modes", [1, 2, 3])

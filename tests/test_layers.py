@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from kernels import require_cpu_kernels
+from layer_inputs import mn_params as _mn_params, randomise as _randomise, two_domain_input as _input
 from mn_reference import mgn_reference, mn_eval_reference, mn_train_reference
 from mnzoo import ModeGroupNorm, ModeNorm1d, ModeNorm2d
 
@@ -23,27 +24,6 @@ def mn_path(request, monkeypatch):
         monkeypatch.setenv("MNZOO_CPU_KERNELS", "1")
         require_cpu_kernels()
     return request.param
-
-
-def _randomise(layer: nn.Module, seed: int = 0) -> nn.Module:
-    """Give gate and affine non-trivial values so every term of the equations matters."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.7 + (1.0 if p.dim() == 1 and p.shape[0] > 4 else 0.0))
-    return layer
-
-
-def _mn_params(layer: ModeNorm2d):
-    return layer.gate.weight, layer.gate.bias, layer.weight, layer.bias
-
-
-def _input(shape, seed=1, scale=2.0, shift=0.5):
-    gen = torch.Generator().manual_seed(seed)
-    # two "domains" with different statistics make the modes matter
-    x = torch.randn(shape, generator=gen, dtype=torch.float64) * scale + shift
-    x[: shape[0] // 2] = x[: shape[0] // 2] * 0.3 - 1.5
-    return x
 
 
 @pytest.mark.parametrize("num_modes", [1, 2, 3])
