@@ -158,7 +158,6 @@ def test_published_resnet20_mn_on_cuda_matches_its_card():
     """The CPU-evaluated card number, reproduced on the GPU to within 2 of the 1000 images
     (fp32 without TF32; summation order differs)."""
     import timm
-    import mnzoo  # noqa: F401
     from mnzoo.data.factory import build_dataset
     from mnzoo.data.loader import TensorLoader
 

@@ -204,8 +204,8 @@ class TensorLoader:
                 yield self._batch(idx, None)
 
     def _batch(self, idx: Tensor, aug: Optional[Sequence[Tensor]]) -> Tuple[Tensor, Tensor, Tensor]:
+        """The samples at ``idx``, augmented with ``aug``; both already on the loader's device."""
         with _one_cpu_thread(self.device):
-            idx = idx.to(self.device)
             x, d = self.images[idx], self.domains[idx]
             if aug is not None:
                 x = self.augment.apply(x, *aug)
