@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import os
 import statistics
 import time
@@ -75,6 +76,7 @@ def _once(fn: Callable[[], None]) -> float:
 
 
 def _train_step(layer: nn.Module, x: Tensor, gy: Tensor, kernels: bool = True) -> Callable[[], None]:
+    """Forward + backward in training mode (batch statistics, running-stat update)."""
     layer.train()
     xr = x.clone().requires_grad_()
 
@@ -87,12 +89,23 @@ def _train_step(layer: nn.Module, x: Tensor, gy: Tensor, kernels: bool = True) -
 
 
 def _eval_step(layer: nn.Module, x: Tensor, kernels: bool = True) -> Callable[[], None]:
+    """Forward in eval mode (running statistics), no autograd."""
     layer.eval()
 
     def run() -> None:
         with torch.no_grad(), _kernels(kernels):
             layer(x)
     return run
+
+
+def layer_steps(layers: Dict[str, nn.Module], x: Tensor, gy: Tensor
+                ) -> Dict[str, Tuple[Callable[[], None], Callable[[], None]]]:
+    """(train step, eval step) per layer. The eval step runs on a copy of the layer: train()
+    and eval() set a module's mode for good, so one module cannot be timed in both modes
+    (sessions 1-2 timed the "train" rows in eval mode this way)."""
+    return {n: (_train_step(l, x, gy, not n.endswith(TORCH_OPS)),
+                _eval_step(copy.deepcopy(l), x, not n.endswith(TORCH_OPS)))
+            for n, l in layers.items()}
 
 
 def bench_layers(reps: int, quick: bool) -> None:
@@ -113,8 +126,7 @@ def bench_layers(reps: int, quick: bool) -> None:
         # interleave: each round times every layer once, so drifts hit all rows alike
         train: Dict[str, List[float]] = {n: [] for n in layers}
         evals: Dict[str, List[float]] = {n: [] for n in layers}
-        steps = {n: (_train_step(l, x, gy, not n.endswith(TORCH_OPS)),
-                     _eval_step(l, x, not n.endswith(TORCH_OPS))) for n, l in layers.items()}
+        steps = layer_steps(layers, x, gy)
         for n, (tr, ev) in steps.items():
             tr(), ev()
         for _ in range(reps):

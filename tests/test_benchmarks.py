@@ -1,0 +1,51 @@
+"""The benchmarks time what their rows say (a benchmark that times the wrong mode is a silent
+lie: sessions 1-2 timed the per-layer "train" rows in eval mode)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from mnzoo import ModeNorm2d
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def norm_speed():
+    return _load("norm_speed")
+
+
+def test_layer_steps_time_train_and_eval_mode(norm_speed):
+    torch.manual_seed(0)
+    shape = (8, 4, 5, 5)
+    x, gy = torch.randn(shape) * 2 + 1, torch.randn(shape)
+    layers = {"BatchNorm2d": nn.BatchNorm2d(4), "MN K=2": ModeNorm2d(4, 2),
+              "MN K=2" + norm_speed.TORCH_OPS: ModeNorm2d(4, 2)}
+    steps = norm_speed.layer_steps(layers, x, gy)
+    for name, (train, evaluate) in steps.items():
+        layer = layers[name]
+        before = layer.running_mean.clone()
+        tracked = int(layer.num_batches_tracked)
+        evaluate()
+        assert torch.equal(layer.running_mean, before), f"{name}: the eval step touched the trained layer"
+        train()
+        assert layer.training, f"{name}: the train step left training mode"
+        assert int(layer.num_batches_tracked) == tracked + 1, f"{name}: the train step used no batch statistics"
+        assert not torch.equal(layer.running_mean, before)
+        train()
+        assert int(layer.num_batches_tracked) == tracked + 2
+        evaluate()
+        assert int(layer.num_batches_tracked) == tracked + 2, f"{name}: the eval step updated statistics"
