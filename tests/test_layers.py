@@ -278,3 +278,28 @@ def test_plain_and_fused_paths_agree():
         grads.append((y.detach(), xi.grad, lay.gate.weight.grad))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_parametrized_weights_are_used(train):
+    """The layers read parameters from the module's dicts for speed; a parametrization (which
+    moves them behind a property) must still be honoured, in training and in eval."""
+    from torch.nn.utils import parametrize
+
+    class Double(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    layer = _randomise(ModeNorm2d(4, 2).double())
+    with torch.no_grad():
+        layer.running_mean.copy_(torch.randn(2, 4, dtype=torch.float64))
+        layer.running_var.copy_(torch.rand(2, 4, dtype=torch.float64) + 0.5)
+    layer.train(train)
+    x = _input((5, 4, 3, 3))
+    reference = copy.deepcopy(layer)
+    with torch.no_grad():
+        reference.weight.mul_(2)
+        reference.gate.weight.mul_(2)
+    parametrize.register_parametrization(layer, "weight", Double())
+    parametrize.register_parametrization(layer.gate, "weight", Double())
+    torch.testing.assert_close(layer(x), reference(x), rtol=1e-12, atol=1e-12)

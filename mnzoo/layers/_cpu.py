@@ -103,8 +103,9 @@ def cpu_kernels_available() -> bool:
 
 def use_cpu_kernels(x: Tensor, params: Sequence[Optional[Tensor]]) -> bool:
     """Whether this call can run on the fused CPU kernels: eager mode, CPU, fp32/fp64."""
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and all(p is None or p.dtype == x.dtype for p in params)
+    dtype = x.dtype
+    return (x.is_cpu and (dtype is torch.float32 or dtype is torch.float64)
+            and all(p is None or p.dtype is dtype for p in params)
             and not _plain_ops_only() and cpu_kernels_available())
 
 

@@ -129,8 +129,9 @@ def _affine(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 
 def _plain_ops_only() -> bool:
-    return (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export())
+    """True under TorchScript, the jit tracer and dynamo. Both ONNX exporters are covered: the
+    TorchScript one traces (is_tracing), the dynamo one runs torch.export (is_compiling)."""
+    return torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 def _use_fused(x: Tensor, params: Sequence[Optional[Tensor]]) -> bool:
