@@ -4,7 +4,7 @@ Prints one table of medians measured in a single run; every row is also given as
 nn.BatchNorm2d on the same shape, timed interleaved with it, so a busy machine still gives stable
 ratios. "MN K=2 torch-ops" is the same layer with the fused CPU kernels turned off
 (MNZOO_CPU_KERNELS=0 for that call), i.e. the path CUDA and torch.compile use.
-Usage: python benchmarks/norm_speed.py [--reps 15] [--threads 2] [--quick]
+Usage: python benchmarks/norm_speed.py [--reps 15] [--threads 2] [--quick | --network-only]
 """
 from __future__ import annotations
 
@@ -164,26 +164,34 @@ def bench_network(reps: int) -> None:
     variants = {"BN": ("resnet20_bn", True), "MN": ("resnet20_mn", True),
                 "MN" + TORCH_OPS: ("resnet20_mn", False)}
     times: Dict[str, List[float]] = {v: [] for v in variants}
-    steps = {}
+    eval_times: Dict[str, List[float]] = {v: [] for v in variants}
+    steps, forwards = {}, {}
     for label, (name, kernels) in variants.items():
         torch.manual_seed(0)
         net = timm.create_model(name, num_classes=10).train()
         opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        frozen = copy.deepcopy(net).eval()
 
         def step(net=net, opt=opt, kernels=kernels) -> None:
             opt.zero_grad(set_to_none=True)
             with _kernels(kernels):
                 F.cross_entropy(net(x), y).backward()
             opt.step()
-        steps[label] = step
-        step()
+
+        def forward(net=frozen, kernels=kernels) -> None:
+            with torch.no_grad(), _kernels(kernels):
+                net(x)
+        steps[label], forwards[label] = step, forward
+        step(), forward()
     for _ in range(reps):
         for label in variants:
             times[label].append(_once(steps[label]))
-    med = {v: statistics.median(t) for v, t in times.items()}
-    print("ResNet20 training step, batch 128 (median ms, ratio to BN):")
-    for label in variants:
-        print(f"  {label:<14}{med[label] * 1e3:>9.1f}{med[label] / med['BN']:>8.2f}")
+            eval_times[label].append(_once(forwards[label]))
+    for title, samples in (("training step", times), ("eval forward", eval_times)):
+        med = {v: statistics.median(t) for v, t in samples.items()}
+        print(f"ResNet20 {title}, batch 128 (median ms, ratio to BN):")
+        for label in variants:
+            print(f"  {label:<14}{med[label] * 1e3:>9.1f}{med[label] / med['BN']:>8.2f}")
 
 
 def main() -> None:
@@ -191,12 +199,14 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--quick", action="store_true", help="ResNet20 shapes only, no network line")
+    ap.add_argument("--network-only", action="store_true", help="only the whole-network lines")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     kernels = build_cpu_kernels()
     print(f"torch {torch.__version__}, {args.threads} threads, {args.reps} reps, fp32, CPU, "
           f"mnzoo CPU kernels {'on' if kernels else 'NOT AVAILABLE'}\n")
-    bench_layers(args.reps, args.quick)
+    if not args.network_only:
+        bench_layers(args.reps, args.quick)
     if not args.quick:
         print()
         bench_network(args.reps)
