@@ -1,8 +1,9 @@
 """The fused CPU kernels of ModeNorm (``csrc/mode_norm_cpu.cpp``), built once on first use.
 
 On a CPU, a ModeNorm layer written as torch ops is ~40 small (N, K, C) ops plus a few passes
-over x, and the per-op overhead made it cost about twice a BatchNorm2d. The C++ kernels do the
-same math (``functional.py``) in 2 passes forward and 2 backward. They are compiled with torch's
+over x; the per-op overhead made its eval forward cost ~2x a BatchNorm2d and its training step
+as much as torch's (slow) CPU batch norm. The kernels (eval ~1.1x BN, training ~0.4x BN per
+layer, benchmarks/README.md) do the same math (``functional.py``) in 2 passes forward and 2 backward. They are compiled with torch's
 own extension builder the first time a ModeNorm layer runs on the CPU (about a minute; cached
 under ``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``).
 

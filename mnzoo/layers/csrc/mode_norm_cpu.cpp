@@ -2,7 +2,7 @@
 //
 // The same math as mnzoo/layers/functional.py (mode_norm_coefficients and its hand-derived
 // backward), written as loops so that one layer is a few passes over x instead of ~40 small
-// torch ops: on a 2-core CPU the per-op overhead, not the arithmetic, made MN cost 2x BN.
+// torch ops: on a 2-core CPU the per-op overhead, not the arithmetic, made MN's eval cost 2x BN.
 //
 // Shapes: x (N, C, *) contiguous, seen as (N, C, S) rows of S = H*W values; m, v (N, C) the per-row mean and biased variance; gates
 // g (N, K); mode statistics mu, var (K, C) and masses (K,); a, b (N, C) the per-row affine map
