@@ -130,7 +130,8 @@ def _is_multidomain(model) -> bool:
     from .data import multidomain_classes
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     names = cfg.get('label_names')
-    return cfg.get('tag') == 'multidomain' or (bool(names) and list(names) == multidomain_classes())
+    return (str(cfg.get('tag', '')).startswith('multidomain')
+            or (bool(names) and list(names) == multidomain_classes()))
 
 
 def _batches_from_sources(args: argparse.Namespace, model, device):

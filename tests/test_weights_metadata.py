@@ -169,3 +169,21 @@ def test_card_reads_only_the_runs_results():
     empty = render_card(name='nin_mn.cifar10', num_params=1, num_modes=2, sha256='0' * 64, file_size=1,
                         pretrained_cfg={}, metrics={})
     assert 'No measured results were supplied' in empty and 'model-index' not in empty
+
+
+def test_card_of_a_small_batch_mgn_weight():
+    """MGN cards name the layer, say it keeps no running statistics, show the partial last epoch
+    of an update-based schedule, and cite the Table 2 row."""
+    from mnzoo.hub.card import render_card
+    m = {'eval': {'test': {'top1': 80.0, 'top5': 97.0}}, 'epochs': 3, 'updates': 50000,
+         'batch_size': 8, 'train_images': 170000}
+    card = render_card(name='lenet_mgn.multidomain_n8', num_params=1, num_modes=2, sha256='0' * 64,
+                       file_size=1, pretrained_cfg={'input_size': (3, 32, 32), 'num_classes': 40}, metrics=m)
+    assert 'Mode Group Normalization with K=2' in card
+    assert 'GN and MGN keep no running statistics' in card and 'MN keeps K sets' not in card
+    assert '**Epochs:** 3, the last one partial (50,000 updates of batch 8 = 2.35 epochs)' in card
+    assert '| Table 2 |' in card and '26.83 ± 1.34' in card
+    full = render_card(name='lenet_mn.multidomain', num_params=1, num_modes=2, sha256='0' * 64, file_size=1,
+                       pretrained_cfg={}, metrics={'epochs': 20, 'updates': 20000, 'batch_size': 128,
+                                                   'train_images': 128000, 'top1': 1.0})
+    assert '**Epochs:** 20\n' in full and 'MN keeps K sets' in full

@@ -32,6 +32,8 @@ DATASETS: Dict[str, Tuple[List[str], str]] = {
     'cifar10': (['cifar10'], 'CIFAR-10'),
     'cifar100': (['cifar100'], 'CIFAR-100'),
     'multidomain': (['mnist', 'cifar10', 'fashion_mnist'], 'multi-domain (MNIST + CIFAR-10 + Fashion-MNIST)'),
+    'multidomain_n8': (['mnist', 'cifar10', 'fashion_mnist'],
+                       'multi-domain (MNIST + CIFAR-10 + Fashion-MNIST) with batches of 8'),
     'in1k': (['imagenet-1k'], 'ImageNet-1k (ILSVRC12)'),
     'mnist': (['mnist'], 'MNIST'),
     'fashion_mnist': (['fashion_mnist'], 'Fashion-MNIST'),
@@ -55,6 +57,11 @@ _add('lenet_ln.multidomain', 27.31, 'Table 1', _MD, 0.71)
 _add('lenet_mn.multidomain', 23.16, 'Table 1', _MD + ', K=2', 1.23, num_modes=2)
 _add('lenet_mn.multidomain', 24.25, 'Table 1', _MD + ', K=4', 0.71, num_modes=4)
 _add('lenet_mn.multidomain', 25.12, 'Table 1', _MD + ', K=6', 1.48, num_modes=6)
+_N8 = '4 domains, 40 classes, N=8, 50k updates, mean of 5 runs'
+_add('lenet_bn.multidomain_n8', 31.98, 'Table 2', _N8, 1.53)
+_add('lenet_mn.multidomain_n8', 29.05, 'Table 2', _N8 + ', K=2', 1.51, num_modes=2)
+_add('lenet_gn.multidomain_n8', 28.60, 'Table 2', _N8 + ', 2 groups', 1.45)
+_add('lenet_mgn.multidomain_n8', 26.83, 'Table 2', _N8 + ', K=2', 1.34, num_modes=2)
 for _ds, _name, _vals in (('cifar10', 'CIFAR-10', (8.82, 8.42, 8.28, 7.79, 8.44, 7.99, 6.87, 6.47)),
                           ('cifar100', 'CIFAR-100', (32.30, 31.66, 31.15, 30.06, 32.24, 31.52, 29.70, 28.69))):
     _add(f'nin_bn.{_ds}', _vals[0], 'Table 3', f'NIN + BN, {_name}, 100 epochs')
@@ -180,6 +187,17 @@ def _front_matter(name: str, license: str, datasets: List[str], tags: List[str],
     return fm
 
 
+def _epochs(metrics: Mapping[str, Any]) -> Any:
+    """Epochs, with the updates behind them when the last epoch was partial (schedules set in
+    updates or data touches)."""
+    epochs = _first(metrics, 'epochs')
+    updates, batch, images = (metrics.get(k) for k in ('updates', 'batch_size', 'train_images'))
+    if epochs and updates and batch and images and updates * batch < epochs * images:
+        return (f'{epochs}, the last one partial ({updates:,} updates of batch {batch} = '
+                f'{updates * batch / images:.2f} epochs)')
+    return epochs
+
+
 def render_card(
         *,
         name: str,
@@ -205,7 +223,8 @@ def render_card(
     fm = _front_matter(name, license, ds_ids, tags, sets, ds_name)
     in_size = tuple(pretrained_cfg.get('input_size') or ())
     labels = pretrained_cfg.get('label_names')
-    k_text = (f'{num_modes} (Mode Normalization with K={num_modes})' if num_modes
+    layer_name = 'Mode Group Normalization' if norm == 'mgn' else 'Mode Normalization'
+    k_text = (f'{num_modes} ({layer_name} with K={num_modes})' if num_modes
               else 'none (no Mode Normalization layers; a baseline)')
 
     out: List[str] = ['---', yaml.safe_dump(fm, sort_keys=False).rstrip(), '---', '', f'# {name}', '']
@@ -229,7 +248,7 @@ def render_card(
             '```', '']
     out += ['## Training', '']
     facts = [('Recipe', recipe and f'`{recipe}`'), ('Seed', _first(metrics, 'seed')),
-             ('Epochs', _first(metrics, 'epochs')), ('Hardware', _hardware(_first(metrics, 'hardware'))),
+             ('Epochs', _epochs(metrics)), ('Hardware', _hardware(_first(metrics, 'hardware'))),
              ('Wall time', _first(metrics, 'wall_time_s', 'wall_time') is not None
               and _duration(_first(metrics, 'wall_time_s', 'wall_time'))),
              ('Git commit', _first(metrics, 'git_commit') and f"`{_first(metrics, 'git_commit')}`")]
@@ -268,6 +287,9 @@ def render_card(
     out += ['', '## Limitations', '']
     default_lim = [
         'Accuracy is measured on the eval sets listed above only; other data distributions may differ.',
+        'GN and MGN keep no running statistics: outputs are the same in train and eval mode, and each sample '
+        'is normalised on its own, so batch size does not matter at inference.'
+        if norm in ('gn', 'mgn') else
         'MN keeps K sets of running statistics; like BN, eval-mode outputs depend on them, so fine-tuning with '
         'very small batches can degrade them.',
     ]

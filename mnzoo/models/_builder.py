@@ -118,6 +118,18 @@ def _imagenet_labels() -> Dict[str, Any]:
     return dict(label_names=tuple(info.label_names()), label_descriptions=info.label_descriptions(as_dict=True))
 
 
+_MULTIDOMAIN: Dict[str, Any] = dict(
+    num_classes=40, input_size=(3, 32, 32), crop_pct=1.0, interpolation='bilinear',
+    mean=MULTIDOMAIN_MEAN, std=MULTIDOMAIN_STD, label_names=MULTIDOMAIN_LABELS,
+    notes=(
+        'Multi-domain task of the paper (section 4.1): MNIST, CIFAR-10, SVHN, Fashion-MNIST, '
+        'label = 10 * domain_index + class in that domain order (40 classes).',
+        'Gray 28x28 images (MNIST, Fashion-MNIST) are zero-padded by 2 px on each side to 32x32 '
+        '(before mean/std normalisation) and replicated to 3 channels.',
+        'Each image is normalised with the train-set mean/std of its own domain (mnzoo.data.DOMAINS); '
+        'mean/std here (0.5) are a fallback for images of unknown domain.',
+    ))
+
 #: Per-tag data settings shared by every architecture trained on that dataset.
 DATASET_CFGS: Dict[str, Dict[str, Any]] = {
     'cifar10': dict(
@@ -126,17 +138,9 @@ DATASET_CFGS: Dict[str, Dict[str, Any]] = {
     'cifar100': dict(
         num_classes=100, input_size=(3, 32, 32), crop_pct=1.0, interpolation='bilinear',
         mean=CIFAR100_MEAN, std=CIFAR100_STD, label_names=CIFAR100_LABELS),
-    'multidomain': dict(
-        num_classes=40, input_size=(3, 32, 32), crop_pct=1.0, interpolation='bilinear',
-        mean=MULTIDOMAIN_MEAN, std=MULTIDOMAIN_STD, label_names=MULTIDOMAIN_LABELS,
-        notes=(
-            'Multi-domain task of the paper (section 4.1): MNIST, CIFAR-10, SVHN, Fashion-MNIST, '
-            'label = 10 * domain_index + class in that domain order (40 classes).',
-            'Gray 28x28 images (MNIST, Fashion-MNIST) are zero-padded by 2 px on each side to 32x32 '
-            '(before mean/std normalisation) and replicated to 3 channels.',
-            'Each image is normalised with the train-set mean/std of its own domain (mnzoo.data.DOMAINS); '
-            'mean/std here (0.5) are a fallback for images of unknown domain.',
-        )),
+    'multidomain': _MULTIDOMAIN,
+    # the same data, trained with batches of 8 (paper Table 2, lenet_small_batch.yaml)
+    'multidomain_n8': _MULTIDOMAIN,
     'in1k': dict(
         num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875, interpolation='bilinear',
         mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD),

@@ -166,7 +166,11 @@ def _cfg(arch: str, tag: str) -> Dict[str, Any]:
     return mn_cfg(arch, tag, first_conv='stages.0.0', classifier='fc', fixed_input_size=True)
 
 
-default_cfgs = generate_default_cfgs({f'lenet_{n}.multidomain': _cfg(f'lenet_{n}', 'multidomain') for n in NORMS})
+default_cfgs = generate_default_cfgs({
+    # GN and MGN are the paper's small-batch models (Table 2): their weights, and default tag, are N=8
+    **{f'lenet_{n}.multidomain_n8': _cfg(f'lenet_{n}', 'multidomain_n8') for n in ('gn', 'mgn')},
+    **{f'lenet_{n}.multidomain': _cfg(f'lenet_{n}', 'multidomain') for n in NORMS},
+})
 
 
 @register_model
