@@ -1,10 +1,13 @@
 """Summarise a sweep of runs (their metrics.json) as a markdown table of mean ± std over seeds.
 
     python training/sweeps/summarize.py RUNS_DIR [--eval-set test] [--glob '*-multidomain-s*']
+        [--update docs/reproduction.md --marker table1]
 
 Groups runs by (model, K); reports the test error of the last epoch (what the published weight is)
 and of the best epoch (the paper's "top performance"), each as mean ± sample std over seeds, with
 the per-domain top-1 of the last epoch. Numbers come only from the runs' metrics.json files.
+With ``--update FILE --marker NAME`` the table replaces the block between ``<!-- NAME -->`` and
+``<!-- /NAME -->`` in FILE (how docs/reproduction.md is kept current).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-__all__ = ["load_runs", "summarize"]
+__all__ = ["load_runs", "summarize", "update_block"]
 
 
 def load_runs(root: Path, pattern: str) -> List[dict]:
@@ -51,16 +54,32 @@ def summarize(runs: List[dict], eval_set: str) -> str:
     return "\n".join(lines)
 
 
+def update_block(text: str, marker: str, table: str) -> str:
+    """text with the block between <!-- marker --> and <!-- /marker --> replaced by table."""
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    if start not in text or end not in text:
+        raise ValueError(f"markers {start} ... {end} not found")
+    a, b = text.index(start) + len(start), text.index(end)
+    return text[:a] + "\n" + table.strip() + "\n" + text[b:]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path)
     ap.add_argument("--eval-set", default="test")
     ap.add_argument("--glob", default="*-multidomain-s*")
+    ap.add_argument("--update", type=Path, help="a markdown file whose marked block gets the table")
+    ap.add_argument("--marker", help="the block's name: <!-- NAME --> ... <!-- /NAME -->")
     args = ap.parse_args()
+    if bool(args.update) != bool(args.marker):
+        ap.error("--update and --marker go together")
     runs = load_runs(args.root, args.glob)
     if not runs:
         raise SystemExit(f"no metrics.json under {args.root}/{args.glob}")
-    print(summarize(runs, args.eval_set))
+    table = summarize(runs, args.eval_set)
+    if args.update:
+        args.update.write_text(update_block(args.update.read_text(), args.marker, table))
+    print(table)
 
 
 if __name__ == "__main__":
