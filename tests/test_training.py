@@ -143,6 +143,7 @@ def test_run_lowers_loss_and_writes_outputs(lenet_run):
     assert m["epochs"] == 2 and m["seed"] == 7 and m["train_images"] == 640
     assert m["hardware"]["cpu"] and m["hardware"]["threads"] == 1
     assert m["wall_time_s"] > 0 and "train.py" in m["command"] and m["git_commit"]
+    assert m["git_commits"] == [m["git_commit"]]
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert cfg["model"] == "lenet_mn" and cfg["resolved"]["updates_per_epoch"] == 10
 
@@ -187,6 +188,7 @@ def test_resume_continues_identically(lenet_run, cache_dir, tmp_path):
     ma = json.loads((full_dir / "metrics.json").read_text())
     mb = json.loads((part / "metrics.json").read_text())
     assert ma["eval"] == mb["eval"] and mb["epochs"] == 2 and len(mb["commands"]) == 2
+    assert len(mb["git_commits"]) == 2 and mb["git_commits"][-1] == mb["git_commit"]
     assert not (tmp_path / "split").exists()
 
 

@@ -284,6 +284,7 @@ def trim_summary(path: Path, start_epoch: int) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     t_start = time.time()
+    commit = git_commit()  # now, not when metrics.json is written: the code that runs is this one
     args.dist_backend = None
     device = init_distributed_device(args)  # sets args.rank/world_size/distributed; gloo on CPU, nccl on CUDA
     primary = args.rank == 0
@@ -433,7 +434,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     result: Dict[str, Any] = {}
     if primary:
         result = write_metrics(args, run_dir, device, n_params, train_data, evals if num_epochs > start_epoch else {},
-                               saver, num_updates, time.time() - t_start)
+                               saver, num_updates, time.time() - t_start, commit)
         log(f"metrics: {run_dir / 'metrics.json'}")
     if args.distributed:
         torch.distributed.barrier()
@@ -442,8 +443,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 def write_metrics(args, run_dir: Path, device, n_params: int, train_data, evals, saver, num_updates: int,
-                  wall_this_run: float) -> Dict[str, Any]:
-    """metrics.json: what the model card needs. ``eval`` is the final (last.pth.tar) model."""
+                  wall_this_run: float, commit: Optional[str]) -> Dict[str, Any]:
+    """metrics.json: what the model card needs. ``eval`` is the final (last.pth.tar) model;
+    ``git_commit`` is the checkout this process started from (``git_commits``: one per resume)."""
     rows = read_summary(run_dir / "summary.csv")
     old = {}
     if (run_dir / "metrics.json").exists() and args.resume:
@@ -473,7 +475,8 @@ def write_metrics(args, run_dir: Path, device, n_params: int, train_data, evals,
         "wall_time_s": round(old.get("wall_time_s", 0.0) + wall_this_run, 1),
         "img_per_s_median": float(np.median([float(r["img_per_s"]) for r in rows])) if rows else None,
         "hardware": hardware(device, args.world_size),
-        "git_commit": git_commit(),
+        "git_commit": commit,
+        "git_commits": old.get("git_commits", [old["git_commit"]] if "git_commit" in old else []) + [commit],
         "command": cmd,
         "commands": old.get("commands", []) + [cmd],
         "recipe": args.recipe,
