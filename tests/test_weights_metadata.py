@@ -183,7 +183,8 @@ def test_card_of_a_small_batch_mgn_weight():
     assert 'GN and MGN keep no running statistics' in card and 'MN keeps K sets' not in card
     assert '**Epochs:** 3, the last one partial (50,000 updates of batch 8 = 2.35 epochs)' in card
     assert '| Table 2 |' in card and '26.83 ± 1.34' in card
-    full = render_card(name='lenet_mn.multidomain', num_params=1, num_modes=2, sha256='0' * 64, file_size=1,
-                       pretrained_cfg={}, metrics={'epochs': 20, 'updates': 20000, 'batch_size': 128,
-                                                   'train_images': 128000, 'top1': 1.0})
-    assert '**Epochs:** 20\n' in full and 'MN keeps K sets' in full
+    # 40 full epochs of 390 updates (50,000 images, the last short batch dropped) are not partial
+    full = render_card(name='resnet20_mn.cifar10', num_params=1, num_modes=2, sha256='0' * 64, file_size=1,
+                       pretrained_cfg={}, metrics={'epochs': 40, 'updates': 15600, 'batch_size': 128,
+                                                   'train_images': 50000, 'top1': 1.0})
+    assert '**Epochs:** 40\n' in full and 'MN keeps K sets' in full

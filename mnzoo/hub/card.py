@@ -192,9 +192,10 @@ def _epochs(metrics: Mapping[str, Any]) -> Any:
     updates or data touches)."""
     epochs = _first(metrics, 'epochs')
     updates, batch, images = (metrics.get(k) for k in ('updates', 'batch_size', 'train_images'))
-    if epochs and updates and batch and images and updates * batch < epochs * images:
+    per_epoch = images // batch if images and batch else 0  # train.py drops the last short batch
+    if epochs and updates and per_epoch and updates < epochs * per_epoch:
         return (f'{epochs}, the last one partial ({updates:,} updates of batch {batch} = '
-                f'{updates * batch / images:.2f} epochs)')
+                f'{updates / per_epoch:.2f} epochs)')
     return epochs
 
 
