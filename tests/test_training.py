@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -190,6 +191,35 @@ def test_resume_continues_identically(lenet_run, cache_dir, tmp_path):
     assert ma["eval"] == mb["eval"] and mb["epochs"] == 2 and len(mb["commands"]) == 2
     assert len(mb["git_commits"]) == 2 and mb["git_commits"][-1] == mb["git_commit"]
     assert not (tmp_path / "split").exists()
+
+
+def test_wall_time_survives_a_killed_segment(cache_dir, tmp_path):
+    """A long run is stopped at a session's end and resumed: the wall time of a segment that never
+    wrote metrics.json still counts (wall_time.json, rewritten at every checkpoint), and a run from
+    before that file is counted from its summary rows and flagged as a lower bound."""
+    if not (SHARED / "mnist").is_dir():
+        pytest.skip("shared data not present")
+    run(lenet_args(tmp_path, cache_dir, "seg", epochs=1))
+    seg, old = tmp_path / "seg", tmp_path / "old"
+    w1 = json.loads((seg / "wall_time.json").read_text())["wall_time_s"]
+    m1 = json.loads((seg / "metrics.json").read_text())
+    assert m1["wall_time_s"] >= w1 > 0 and m1["wall_time_lower_bound"] is False
+    shutil.copytree(seg, old)
+    resume = [sys.executable, str(TRAIN), "--epochs", "2", "--resume"]
+
+    (seg / "metrics.json").unlink()  # killed after its epoch-0 checkpoint
+    run(resume + [str(seg / "last.pth.tar")])
+    m = json.loads((seg / "metrics.json").read_text())
+    assert m["epochs"] == 2 and m["wall_time_lower_bound"] is False and m["wall_time_s"] > w1
+    assert json.loads((seg / "wall_time.json").read_text())["epoch"] == 1
+
+    (old / "metrics.json").unlink()
+    (old / "wall_time.json").unlink()  # a run from before wall_time.json existed
+    run(resume + [str(old / "last.pth.tar")])
+    m = json.loads((old / "metrics.json").read_text())
+    first = rows(old)[0]
+    assert m["wall_time_lower_bound"] is True
+    assert m["wall_time_s"] > float(first["epoch_time_s"]) + float(first["eval_time_s"])
 
 
 # ---------------------------------------------------------------- torchrun

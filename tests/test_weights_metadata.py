@@ -188,3 +188,11 @@ def test_card_of_a_small_batch_mgn_weight():
                        pretrained_cfg={}, metrics={'epochs': 40, 'updates': 15600, 'batch_size': 128,
                                                    'train_images': 50000, 'top1': 1.0})
     assert '**Epochs:** 40\n' in full and 'MN keeps K sets' in full
+    # a resumed run whose killed segments are counted from summary rows only says "at least"
+    m.update(wall_time_s=7300.0, wall_time_lower_bound=True)
+    bound = render_card(name='lenet_mgn.multidomain_n8', num_params=1, num_modes=2, sha256='0' * 64,
+                        file_size=1, pretrained_cfg={}, metrics=m)
+    assert '**Wall time:** at least 7300 s (2 h 01 min)' in bound
+    assert '**Wall time:** 7300 s' in render_card(
+        name='lenet_mgn.multidomain_n8', num_params=1, num_modes=2, sha256='0' * 64, file_size=1,
+        pretrained_cfg={}, metrics={**m, 'wall_time_lower_bound': False})

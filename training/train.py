@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -265,6 +265,23 @@ def write_summary(path: Path, row: Dict[str, Any]) -> None:
         w.writerow(row)
 
 
+def previous_wall_time(run_dir: Path, start_epoch: int) -> Tuple[float, bool]:
+    """Wall time of the earlier segments of a resumed run, and whether it is only a lower bound.
+
+    ``wall_time.json`` is rewritten after every checkpoint, so a segment killed at some epoch still
+    counts up to its last checkpoint. Runs from before that file existed fall back to metrics.json
+    (segments that ended normally), then to the kept summary rows' epoch + eval times (a lower
+    bound: start-up and checkpointing are missing)."""
+    for name in ("wall_time.json", "metrics.json"):
+        path = run_dir / name
+        if path.exists():
+            recorded = json.loads(path.read_text()).get("wall_time_s")
+            if recorded is not None:
+                return float(recorded), False
+    rows = [r for r in read_summary(run_dir / "summary.csv") if int(r["epoch"]) < start_epoch]
+    return sum(float(r["epoch_time_s"]) + float(r.get("eval_time_s") or 0.0) for r in rows), bool(rows)
+
+
 def read_summary(path: Path) -> List[Dict[str, str]]:
     if not path.exists():
         return []
@@ -343,6 +360,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         scheduler.step(start_epoch) if step_on_epochs else scheduler.step_update(num_updates)
 
     saver = None
+    wall_before, wall_lower_bound = 0.0, False  # earlier segments of a resumed run
     summary_path = run_dir / "summary.csv"
     if primary:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -358,6 +376,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                                 max_history=args.checkpoint_hist)
         if args.resume:
             saver.load_state_dict_from_checkpoint(args.resume)
+            wall_before, wall_lower_bound = previous_wall_time(run_dir, start_epoch)
             trim_summary(summary_path, start_epoch)
     log(f"{args.model}: {n_params / 1e6:.3f}M params, {len(train_data) if train_data is not None else '?'} train "
         f"images, {updates_per_epoch} updates/epoch, epochs {start_epoch}->{num_epochs}, world {args.world_size}, "
@@ -428,13 +447,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             write_summary(summary_path, row)
             metric = next(iter(evals.values()))["top1"] if evals else None
             saver.save_checkpoint(epoch, metric=metric)
+            (run_dir / "wall_time.json").write_text(json.dumps(
+                {"epoch": epoch, "wall_time_s": round(wall_before + time.time() - t_start, 1)}))
         if max_updates is not None and num_updates >= max_updates:
             break
 
     result: Dict[str, Any] = {}
     if primary:
         result = write_metrics(args, run_dir, device, n_params, train_data, evals if num_epochs > start_epoch else {},
-                               saver, num_updates, time.time() - t_start, commit)
+                               saver, num_updates, wall_before + time.time() - t_start, wall_lower_bound, commit)
         log(f"metrics: {run_dir / 'metrics.json'}")
     if args.distributed:
         torch.distributed.barrier()
@@ -443,7 +464,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 def write_metrics(args, run_dir: Path, device, n_params: int, train_data, evals, saver, num_updates: int,
-                  wall_this_run: float, commit: Optional[str]) -> Dict[str, Any]:
+                  wall_time: float, wall_lower_bound: bool, commit: Optional[str]) -> Dict[str, Any]:
     """metrics.json: what the model card needs. ``eval`` is the final (last.pth.tar) model;
     ``git_commit`` is the checkout this process started from (``git_commits``: one per resume)."""
     rows = read_summary(run_dir / "summary.csv")
@@ -472,7 +493,8 @@ def write_metrics(args, run_dir: Path, device, n_params: int, train_data, evals,
         "best": {"epoch": saver.best_epoch, "top1": saver.best_metric, "checkpoint": "model_best.pth.tar",
                  "eval_set": next(iter(args.eval_data), None)},
         "train_time_s": round(sum(float(r["epoch_time_s"]) for r in rows), 1),
-        "wall_time_s": round(old.get("wall_time_s", 0.0) + wall_this_run, 1),
+        "wall_time_s": round(wall_time, 1),
+        "wall_time_lower_bound": wall_lower_bound,
         "img_per_s_median": float(np.median([float(r["img_per_s"]) for r in rows])) if rows else None,
         "hardware": hardware(device, args.world_size),
         "git_commit": commit,

@@ -251,7 +251,8 @@ def render_card(
     facts = [('Recipe', recipe and f'`{recipe}`'), ('Seed', _first(metrics, 'seed')),
              ('Epochs', _epochs(metrics)), ('Hardware', _hardware(_first(metrics, 'hardware'))),
              ('Wall time', _first(metrics, 'wall_time_s', 'wall_time') is not None
-              and _duration(_first(metrics, 'wall_time_s', 'wall_time'))),
+              and ('at least ' if metrics.get('wall_time_lower_bound') else '')
+              + _duration(_first(metrics, 'wall_time_s', 'wall_time'))),
              ('Git commit', _first(metrics, 'git_commit') and f"`{_first(metrics, 'git_commit')}`")]
     for label, value in facts:
         out.append(f'- **{label}:** {"not recorded" if value is None or value is False else value}')
