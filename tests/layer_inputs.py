@@ -29,3 +29,17 @@ def two_domain_input(shape: Sequence[int], seed: int = 1, scale: float = 2.0, sh
     x = torch.randn(tuple(shape), generator=gen, dtype=torch.float64) * scale + shift
     x[: shape[0] // 2] = x[: shape[0] // 2] * 0.3 - 1.5
     return x
+
+
+def assert_autocast_keeps_fp32_statistics(device: str) -> None:
+    """Under bf16 autocast a ModeNorm2d returns bf16 but computes its statistics in fp32: at
+    |x| ~ 100 the bf16 input rounding (~0.4, ~0.08 std units) bounds the error, it does not grow."""
+    from mnzoo import ModeNorm2d
+
+    layer = randomise(ModeNorm2d(8, 2)).to(device)
+    x = (torch.randn(8, 8, 6, 6, generator=torch.Generator().manual_seed(5)) * 5 + 100).to(device)
+    ref = layer(x)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        out = layer(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - ref).abs().mean() < 0.1

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from layer_inputs import assert_autocast_keeps_fp32_statistics
 from layer_inputs import mn_params as _mn_params, randomise as _randomise, two_domain_input as _input
 from mn_reference import mgn_reference, mn_eval_reference, mn_train_reference
 from mnzoo import ModeGroupNorm, ModeNorm2d
@@ -130,13 +131,7 @@ def test_compiled_mn_on_cuda_matches_eager():
 
 
 def test_autocast_bf16_on_cuda_keeps_fp32_statistics():
-    layer = _randomise(ModeNorm2d(8, 2)).to(DEV)
-    x = (torch.randn(8, 8, 6, 6, generator=torch.Generator().manual_seed(5)) * 5 + 100).to(DEV)
-    ref = layer(x)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        out = layer(x.bfloat16())
-    assert out.dtype == torch.bfloat16
-    assert (out.float() - ref).abs().mean() < 0.1
+    assert_autocast_keeps_fp32_statistics("cuda")
 
 
 def test_non_finite_input_on_cuda_raises_and_keeps_buffers():

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from kernels import require_cpu_kernels
+from layer_inputs import assert_autocast_keeps_fp32_statistics
 from layer_inputs import mn_params as _mn_params, randomise as _randomise, two_domain_input as _input
 from mn_reference import mgn_reference, mn_eval_reference, mn_train_reference
 from mnzoo import ModeGroupNorm, ModeNorm1d, ModeNorm2d
@@ -202,16 +203,7 @@ def test_empty_mode_is_finite_and_keeps_running_stats():
 
 
 def test_autocast_computes_statistics_in_fp32():
-    torch.manual_seed(0)
-    layer = _randomise(ModeNorm2d(8, 2))
-    x = torch.randn(8, 8, 6, 6) * 5 + 100
-    ref = layer(x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = layer(x.bfloat16())
-    assert out.dtype == torch.bfloat16
-    # bf16 input rounding at |x|~100 is ~0.4, i.e. ~0.08 std units: the fp32 statistics keep
-    # the error at that level instead of blowing up
-    assert (out.float() - ref).abs().mean() < 0.1
+    assert_autocast_keeps_fp32_statistics("cpu")
 
 
 def test_state_dict_round_trip_is_bit_identical():
