@@ -361,6 +361,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     saver = None
     wall_before, wall_lower_bound = 0.0, False  # earlier segments of a resumed run
+
+    def wall_time() -> float:
+        """Wall time of the whole run so far: earlier segments plus this process."""
+        return wall_before + time.time() - t_start
     summary_path = run_dir / "summary.csv"
     if primary:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -448,14 +452,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             metric = next(iter(evals.values()))["top1"] if evals else None
             saver.save_checkpoint(epoch, metric=metric)
             (run_dir / "wall_time.json").write_text(json.dumps(
-                {"epoch": epoch, "wall_time_s": round(wall_before + time.time() - t_start, 1)}))
+                {"epoch": epoch, "wall_time_s": round(wall_time(), 1)}))
         if max_updates is not None and num_updates >= max_updates:
             break
 
     result: Dict[str, Any] = {}
     if primary:
         result = write_metrics(args, run_dir, device, n_params, train_data, evals if num_epochs > start_epoch else {},
-                               saver, num_updates, wall_before + time.time() - t_start, wall_lower_bound, commit)
+                               saver, num_updates, wall_time(), wall_lower_bound, commit)
         log(f"metrics: {run_dir / 'metrics.json'}")
     if args.distributed:
         torch.distributed.barrier()

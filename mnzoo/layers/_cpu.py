@@ -3,9 +3,10 @@
 On a CPU, a ModeNorm layer written as torch ops is ~40 small (N, K, C) ops plus a few passes
 over x; the per-op overhead made its eval forward cost ~2x a BatchNorm2d and its training step
 as much as torch's (slow) CPU batch norm. The kernels (eval ~1.1x BN, training ~0.4x BN per
-layer, benchmarks/README.md) do the same math (``functional.py``) in 2 passes forward and 2 backward. They are compiled with torch's
-own extension builder the first time a ModeNorm layer runs on the CPU (about a minute; cached
-under ``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``).
+layer, benchmarks/README.md) do the same math (``functional.py``) in 2 passes forward and 2
+backward. They are compiled with torch's own extension builder the first time a ModeNorm layer
+runs on the CPU (about a minute; cached under ``$TORCH_EXTENSIONS_DIR``, default
+``~/.cache/torch_extensions``).
 
 ``MNZOO_CPU_KERNELS=0`` turns them off; without a C++ compiler, or if the build fails, mnzoo
 warns once and uses the torch-op path, which computes the same values.
