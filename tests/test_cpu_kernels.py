@@ -78,6 +78,46 @@ def test_fp32_kernels_match_float64_oracle_on_realistic_rows(shape, k):
     torch.testing.assert_close(y_eval.double(), y_eval_ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("k", [2, 6])
+def test_fp32_kernels_are_accurate_at_large_means(k):
+    """Mean 1e4, std ~1, two domains: the fp32 output, every gradient and the eval output match
+    the float64 oracle. The kernels sum in fp32, so this needs every sum centred: a sum of gy * x
+    or of g * m at 1e4 loses ~1e-3 of each value. The gate's logits are W m + b with W m ~ 1e4
+    cancelled by b, which also checks that the softmax is stabilised with the bias included
+    (it once used W m alone, and every gate came out 0/0 = NaN here)."""
+    torch.manual_seed(0)
+    layer = _layer(24, k, momentum=None)  # running stats = this batch's, so eval is O(1) too
+    with torch.no_grad():  # logits W (m - 1e4): the gate sees the domains, not the offset
+        layer.gate.weight.mul_(0.2)
+        layer.gate.bias.copy_(-1e4 * layer.gate.weight.sum(1))
+    x = (_two_domains((16, 24, 7, 7), dtype=torch.float64) + 1e4).float().requires_grad_()
+    y = layer(x)
+    assert "CpuModeNorm" in type(y.grad_fn).__name__
+    x_ref = x.detach().double().requires_grad_()  # the same fp32 values, in float64
+    p64 = [p.requires_grad_() for p in _params64(layer)]
+    y_ref, stats = mn_train_reference(x_ref, *p64, eps=layer.eps)
+    assert min(float(n_k.detach()) for _, _, n_k, _ in stats) > 1.0, "a mode is empty: the test lost its point"
+    torch.testing.assert_close(y.double(), y_ref, rtol=0, atol=2e-3)
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(3))
+    y.backward(gy)
+    y_ref.backward(gy.double())
+    torch.testing.assert_close(x.grad.double(), x_ref.grad, rtol=0, atol=1e-3)
+    # The gate's gradients are differences of nearly equal per-mode terms (measured error
+    # 0.2-0.7 % of their largest entry; the torch-op path: 2-7 %); weight and bias are ~1e-4.
+    for name, p, p_ref, tol in zip(("gate.weight", "gate.bias", "weight", "bias"),
+                                   (layer.gate.weight, layer.gate.bias, layer.weight, layer.bias),
+                                   p64, (2e-2, 2e-2, 1e-3, 1e-3)):
+        atol = tol * p_ref.grad.abs().max().item()
+        torch.testing.assert_close(p.grad.double(), p_ref.grad, rtol=0, atol=atol,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+    layer.eval()
+    with torch.no_grad():
+        y_eval = layer(x.detach())
+    y_eval_ref = mn_eval_reference(x_ref.detach(), *_params64(layer), layer.eps,
+                                   layer.running_mean.double(), layer.running_var.double())
+    torch.testing.assert_close(y_eval.double(), y_eval_ref, rtol=0, atol=2e-3)
+
+
 def test_kernels_and_torch_ops_agree_on_a_training_run(monkeypatch):
     """Three optimiser steps of a small MN net: same outputs, grads and buffers on both paths."""
     def run(flag: str):

@@ -6,8 +6,13 @@
 //
 // Shapes: x (N, C, *) contiguous, seen as (N, C, S) rows of S = H*W values; m, v (N, C) the per-row mean and biased variance; gates
 // g (N, K); mode statistics mu, var (K, C) and masses (K,); a, b (N, C) the per-row affine map
-// y = a * x + b. Row passes run in parallel over rows (at::parallel_for); the small (N, K, C)
-// math accumulates in double.
+// y = a * (x - m) + b. Row passes run in parallel over rows (at::parallel_for).
+//
+// The small (N, K, C) math runs in x's dtype, 8 fp32 lanes per AVX2 op (double took twice the
+// time, and made K=6 cost 10 % more than K=2 on small maps). That is safe because every
+// quantity is centred before it is summed: mode means are sums of m - mean_n(m), the map is
+// centred on the row mean (b = bias + sum_k g_k scale_k (m - mu_k)), and the backward sums
+// gy * (x - m), never gy * x. Nothing of size 1e4 is ever added to its own negative.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -79,19 +84,21 @@ inline void stream_fence(bool streamed) {
 #endif
 }
 
+// out = a (p - mean) + b for one row.
 template <typename T>
-void row_affine(const T* __restrict__ p, int64_t s, T a, T b, T* __restrict__ out, bool stream) {
+void row_affine(const T* __restrict__ p, int64_t s, T a, T mean, T b, T* __restrict__ out,
+                bool stream) {
 #ifdef __AVX2__
   if constexpr (std::is_same_v<T, float>) {
     if (stream) {  // s is a multiple of 16 and out is line-aligned (stream_rows)
-      const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
+      const __m256 va = _mm256_set1_ps(a), vm = _mm256_set1_ps(mean), vb = _mm256_set1_ps(b);
       for (int64_t i = 0; i < s; i += 8)
-        _mm256_stream_ps(out + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(p + i), vb));
+        _mm256_stream_ps(out + i, _mm256_fmadd_ps(va, _mm256_sub_ps(_mm256_loadu_ps(p + i), vm), vb));
       return;
     }
   }
 #endif
-  for (int64_t i = 0; i < s; ++i) out[i] = a * p[i] + b;
+  for (int64_t i = 0; i < s; ++i) out[i] = a * (p[i] - mean) + b;
 }
 
 // sum_s gy and sum_s gy (x - m) of one row (the two reductions of the backward).
@@ -128,59 +135,105 @@ void row_grad_input(const T* __restrict__ py, const T* __restrict__ px, int64_t 
   for (int64_t i = 0; i < s; ++i) out[i] = a * py[i] + cv * (px[i] - mean) + shift;
 }
 
-// g[n] = softmax(W m[n] + b_g) for one sample; m has C entries, g gets K.
+// g[n] = softmax(W m[n] + b_g) for one sample; m has C entries, g gets K, z is K scratch.
 template <typename T>
-void gate_row(const T* m, const T* gw, const T* gb, int64_t c, int64_t k, T* g) {
-  std::vector<double> z(k);
+void gate_row(const T* m, const T* gw, const T* gb, int64_t c, int64_t k, double* z, T* g) {
   double zmax = -INFINITY;
   for (int64_t j = 0; j < k; ++j) {
     const T* w = gw + j * c;
-    double acc = 0;
+    T acc = 0;
     _Pragma("omp simd reduction(+ : acc)")
-    for (int64_t i = 0; i < c; ++i) acc += static_cast<double>(w[i]) * m[i];
-    z[j] = acc + gb[j];
-    zmax = std::max(zmax, acc);
+    for (int64_t i = 0; i < c; ++i) acc += w[i] * m[i];
+    z[j] = static_cast<double>(acc) + gb[j];
+    zmax = std::max(zmax, z[j]);
   }
   double total = 0;
   for (int64_t j = 0; j < k; ++j) total += (z[j] = std::exp(z[j] - zmax));
   for (int64_t j = 0; j < k; ++j) g[j] = static_cast<T>(z[j] / total);
 }
 
-// a[n] = sum_k g_nk scale_k, b[n] = bias - sum_k g_nk shift_k for one sample. Channels are
-// the inner loop (contiguous, vectorised); sa, sb are scratch rows of C doubles.
+// r = (var + eps)^-1/2 and scale = w r, both (K, C).
 template <typename T>
-void coeff_row(const T* g, const double* scale, const double* shift, const T* bias, int64_t c,
-               int64_t k, double* __restrict__ sa, double* __restrict__ sb, T* a, T* b) {
-  std::fill(sa, sa + c, 0.0);
-  std::fill(sb, sb + c, 0.0);
+void mode_scale(const T* var, const T* w, int64_t c, int64_t k, double eps, T* r, T* scale) {
+  const T e = static_cast<T>(eps);
   for (int64_t j = 0; j < k; ++j) {
-    const double gj = g[j];
-    const double *sc = scale + j * c, *sh = shift + j * c;
+    T *r_j = r + j * c, *sc_j = scale + j * c;
+    const T* var_j = var + j * c;
     _Pragma("omp simd")
-    for (int64_t i = 0; i < c; ++i) {
-      sa[i] += gj * sc[i];
-      sb[i] += gj * sh[i];
-    }
-  }
-  for (int64_t i = 0; i < c; ++i) {
-    a[i] = static_cast<T>(sa[i]);
-    b[i] = static_cast<T>((bias ? static_cast<double>(bias[i]) : 0.0) - sb[i]);
+    for (int64_t q = 0; q < c; ++q) r_j[q] = T(1) / std::sqrt(var_j[q] + e);
+    _Pragma("omp simd")
+    for (int64_t q = 0; q < c; ++q) sc_j[q] = w ? r_j[q] * w[q] : r_j[q];
   }
 }
 
-// scale = w / sqrt(var + eps), shift = mu * scale, both (K, C) in double.
+// The map of one sample, centred on its row means m: a = sum_k g_k scale_k and
+// b = bias + sum_k g_k scale_k (m - mu_k), so that y = a (x - m) + b.
 template <typename T>
-void scale_shift(const T* mu, const T* var, const T* w, int64_t c, int64_t k, double eps,
-                 std::vector<double>& scale, std::vector<double>& shift) {
-  scale.resize(k * c);
-  shift.resize(k * c);
-  for (int64_t j = 0; j < k; ++j)
-    for (int64_t i = 0; i < c; ++i) {
-      double sc = 1.0 / std::sqrt(static_cast<double>(var[j * c + i]) + eps);
-      if (w) sc *= w[i];
-      scale[j * c + i] = sc;
-      shift[j * c + i] = mu[j * c + i] * sc;
+void coeff_row(const T* g, const T* scale, const T* mu, const T* m, const T* bias, int64_t c,
+               int64_t k, T* __restrict__ a, T* __restrict__ b) {
+  for (int64_t q = 0; q < c; ++q) {
+    a[q] = 0;
+    b[q] = bias ? bias[q] : T(0);
+  }
+  for (int64_t j = 0; j < k; ++j) {
+    const T gj = g[j];
+    const T *sc = scale + j * c, *mu_j = mu + j * c;
+    _Pragma("omp simd")
+    for (int64_t q = 0; q < c; ++q) {
+      const T gs = gj * sc[q];
+      a[q] += gs;
+      b[q] += gs * (m[q] - mu_j[q]);
     }
+  }
+}
+
+// Batch mode statistics (eq. 2): masses N_k = sum_n g_nk, mu_k = sum_n g_nk m_n / N_k and the
+// total variance var_k = sum_n g_nk (v_n + (m_n - mu_k)^2) / N_k. mu is summed as
+// ref + sum_n g (m_n - ref) / N_k with ref the batch mean of m, so the sum stays small when the
+// input's mean is large.
+template <typename T>
+void mode_statistics(const T* m, const T* v, const T* g, int64_t n, int64_t c, int64_t k, T* mu,
+                     T* var, T* mass) {
+  std::vector<T> ref(c, T(0));
+  std::vector<double> ms(k, 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    const T* m_i = m + i * c;
+    _Pragma("omp simd")
+    for (int64_t q = 0; q < c; ++q) ref[q] += m_i[q];
+    for (int64_t j = 0; j < k; ++j) ms[j] += g[i * k + j];
+  }
+  const T inv_n = T(1) / static_cast<T>(n);
+  for (int64_t q = 0; q < c; ++q) ref[q] *= inv_n;
+  std::fill(mu, mu + k * c, T(0));
+  std::fill(var, var + k * c, T(0));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < k; ++j) {
+      const T gij = g[i * k + j];
+      const T* m_i = m + i * c;
+      T* mu_j = mu + j * c;
+      _Pragma("omp simd")
+      for (int64_t q = 0; q < c; ++q) mu_j[q] += gij * (m_i[q] - ref[q]);
+    }
+  for (int64_t j = 0; j < k; ++j) {
+    const T inv = static_cast<T>(1.0 / std::max(ms[j], kMinMass));
+    mass[j] = static_cast<T>(ms[j]);
+    for (int64_t q = 0; q < c; ++q) mu[j * c + q] = ref[q] + mu[j * c + q] * inv;
+  }
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < k; ++j) {
+      const T gij = g[i * k + j];
+      const T *mu_j = mu + j * c, *m_i = m + i * c, *v_i = v + i * c;
+      T* var_j = var + j * c;
+      _Pragma("omp simd")
+      for (int64_t q = 0; q < c; ++q) {
+        const T d = m_i[q] - mu_j[q];
+        var_j[q] += gij * (v_i[q] + d * d);
+      }
+    }
+  for (int64_t j = 0; j < k; ++j) {
+    const T inv = static_cast<T>(1.0 / std::max(ms[j], kMinMass));
+    for (int64_t q = 0; q < c; ++q) var[j * c + q] *= inv;
+  }
 }
 
 const Tensor* opt(const std::optional<Tensor>& t) { return t.has_value() && t->defined() ? &*t : nullptr; }
@@ -247,63 +300,28 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int64
     at::parallel_for(0, n * c, row_grain(s), [&](int64_t lo, int64_t hi) {
       for (int64_t r = lo; r < hi; ++r) row_moments(xp + r * s, s, mp + r, vp + r);
     });
-    const T* gw = gate_w.const_data_ptr<T>();
-    const T* gbp = gate_b.const_data_ptr<T>();
-    T* gp = g.data_ptr<T>();
-    for (int64_t i = 0; i < n; ++i) gate_row(mp + i * c, gw, gbp, c, k, gp + i * k);
-    // mass_k, mu_k = sum_n g m / mass, var_k = sum_n g (v + (m - mu)^2) / mass (total variance)
-    std::vector<double> ms(k, 0.0), mud(k * c, 0.0), vard(k * c, 0.0);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < k; ++j) {
-        const double gij = gp[i * k + j];
-        ms[j] += gij;
-        double* mu_j = mud.data() + j * c;
-        const T* m_i = mp + i * c;
-        _Pragma("omp simd")
-        for (int64_t q = 0; q < c; ++q) mu_j[q] += gij * m_i[q];
-      }
-    T *mup = mu.data_ptr<T>(), *varp = var.data_ptr<T>(), *massp = mass.data_ptr<T>();
-    for (int64_t j = 0; j < k; ++j) {
-      const double inv = 1.0 / std::max(ms[j], kMinMass);
-      for (int64_t q = 0; q < c; ++q) mud[j * c + q] *= inv;
-    }
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < k; ++j) {
-        const double gij = gp[i * k + j];
-        const double* mu_j = mud.data() + j * c;
-        double* var_j = vard.data() + j * c;
-        const T *m_i = mp + i * c, *v_i = vp + i * c;
-        _Pragma("omp simd")
-        for (int64_t q = 0; q < c; ++q) {
-          const double d = m_i[q] - mu_j[q];
-          var_j[q] += gij * (v_i[q] + d * d);
-        }
-      }
-    for (int64_t j = 0; j < k; ++j) {
-      const double inv = 1.0 / std::max(ms[j], kMinMass);
-      massp[j] = static_cast<T>(ms[j]);
-      for (int64_t q = 0; q < c; ++q) {
-        mup[j * c + q] = static_cast<T>(mud[j * c + q]);
-        varp[j * c + q] = static_cast<T>(vard[j * c + q] * inv);
-      }
-    }
     nonfinite = count_nonfinite(vp, n * c);
     if (nonfinite) return;  // the layer raises; nothing is updated
+    const T *gw = gate_w.const_data_ptr<T>(), *gbp = gate_b.const_data_ptr<T>();
+    T* gp = g.data_ptr<T>();
+    std::vector<double> z(k);
+    for (int64_t i = 0; i < n; ++i) gate_row(mp + i * c, gw, gbp, c, k, z.data(), gp + i * k);
+    T *mup = mu.data_ptr<T>(), *varp = var.data_ptr<T>(), *massp = mass.data_ptr<T>();
+    mode_statistics(mp, vp, gp, n, c, k, mup, varp, massp);
     if (opt(running_mean) && opt(running_var))
       update_running(running_mean->data_ptr<T>(), running_var->data_ptr<T>(), mup, varp, massp, gp,
                      n, c, k, s, momentum, min_mass);
-    std::vector<double> scale, shift;
-    const T* w = opt(weight) ? weight->const_data_ptr<T>() : nullptr;
+    std::vector<T> r(k * c), scale(k * c);
+    mode_scale<T>(varp, opt(weight) ? weight->const_data_ptr<T>() : nullptr, c, k, eps, r.data(),
+                  scale.data());
     const T* bb = opt(bias) ? bias->const_data_ptr<T>() : nullptr;
-    scale_shift<T>(mup, varp, w, c, k, eps, scale, shift);
     T *ap = a.data_ptr<T>(), *bp = b.data_ptr<T>(), *yp = y.data_ptr<T>();
-    const bool stream = stream_rows<T>(y, s);
-    std::vector<double> sa(c), sb(c);
     for (int64_t i = 0; i < n; ++i)
-      coeff_row(gp + i * k, scale.data(), shift.data(), bb, c, k, sa.data(), sb.data(),
-                ap + i * c, bp + i * c);
+      coeff_row(gp + i * k, scale.data(), mup, mp + i * c, bb, c, k, ap + i * c, bp + i * c);
+    const bool stream = stream_rows<T>(y, s);
     at::parallel_for(0, n * c, row_grain(s), [&](int64_t lo, int64_t hi) {
-      for (int64_t r = lo; r < hi; ++r) row_affine(xp + r * s, s, ap[r], bp[r], yp + r * s, stream);
+      for (int64_t q = lo; q < hi; ++q)
+        row_affine(xp + q * s, s, ap[q], mp[q], bp[q], yp + q * s, stream);
       stream_fence(stream);
     });
   });
@@ -324,27 +342,27 @@ std::tuple<Tensor, int64_t> eval_forward(
   int64_t nonfinite = 0;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mnzoo_mode_norm_eval_forward", [&] {
     using T = scalar_t;
-    std::vector<double> scale, shift;
-    const T* w = opt(weight) ? weight->const_data_ptr<T>() : nullptr;
-    const T* bb = opt(bias) ? bias->const_data_ptr<T>() : nullptr;
     auto rm = running_mean.contiguous(), rv = running_var.contiguous();
-    scale_shift<T>(rm.const_data_ptr<T>(), rv.const_data_ptr<T>(), w, c, k, eps, scale, shift);
-    const T* xp = x.const_data_ptr<T>();
+    std::vector<T> r(k * c), scale(k * c);
+    mode_scale<T>(rv.const_data_ptr<T>(), opt(weight) ? weight->const_data_ptr<T>() : nullptr, c,
+                  k, eps, r.data(), scale.data());
+    const T* bb = opt(bias) ? bias->const_data_ptr<T>() : nullptr;
+    const T *xp = x.const_data_ptr<T>(), *rmp = rm.const_data_ptr<T>();
     const T *gw = gate_w.const_data_ptr<T>(), *gbp = gate_b.const_data_ptr<T>();
     T *mp = m.data_ptr<T>(), *yp = y.data_ptr<T>();
     const bool stream = stream_rows<T>(y, s);
     at::parallel_for(0, n, std::max<int64_t>(1, row_grain(s) / std::max<int64_t>(c, 1)),
                      [&](int64_t lo, int64_t hi) {
       std::vector<T> g(k), a(c), b(c);
-      std::vector<double> sa(c), sb(c);
+      std::vector<double> z(k);
       for (int64_t i = lo; i < hi; ++i) {
         const T* xs = xp + i * c * s;
-        for (int64_t q = 0; q < c; ++q) mp[i * c + q] = row_mean(xs + q * s, s);
-        gate_row(mp + i * c, gw, gbp, c, k, g.data());
-        coeff_row(g.data(), scale.data(), shift.data(), bb, c, k, sa.data(), sb.data(), a.data(),
-                  b.data());
+        T* m_i = mp + i * c;
+        for (int64_t q = 0; q < c; ++q) m_i[q] = row_mean(xs + q * s, s);
+        gate_row(m_i, gw, gbp, c, k, z.data(), g.data());
+        coeff_row(g.data(), scale.data(), rmp, m_i, bb, c, k, a.data(), b.data());
         for (int64_t q = 0; q < c; ++q)
-          row_affine(xs + q * s, s, a[q], b[q], yp + (i * c + q) * s, stream);
+          row_affine(xs + q * s, s, a[q], m_i[q], b[q], yp + (i * c + q) * s, stream);
       }
       stream_fence(stream);
     });
@@ -354,8 +372,8 @@ std::tuple<Tensor, int64_t> eval_forward(
 }
 
 // Backward of train_forward (the hand-derived chain of functional._mode_norm_coefficients_backward
-// plus the two big passes). Returns gx, d_gate_w, d_gate_b, d_weight, d_bias (the last two are
-// empty tensors when the layer has no affine).
+// in centred form, plus the two big passes). Returns gx, d_gate_w, d_gate_b, d_weight, d_bias
+// (the last two are empty tensors when the layer has no affine).
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> train_backward(
     const Tensor& gy_in, const Tensor& x, const Tensor& m, const Tensor& v, const Tensor& a,
     const Tensor& g, const Tensor& mu, const Tensor& var, const Tensor& mass, const Tensor& gate_w,
@@ -365,9 +383,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> train_backward(
   TORCH_CHECK(gy.sizes() == x.sizes(), "mnzoo kernel: gy and x differ in shape");
   const int64_t n = x.size(0), c = x.size(1), k = gate_w.size(0);
   auto gx = at::empty_like(x);
-  auto d_gw = at::empty({k, c}, x.options()), d_gb = at::empty({k}, x.options());
-  auto d_w = opt(weight) ? at::empty({c}, x.options()) : at::empty({0}, x.options());
-  auto d_b = has_bias ? at::empty({c}, x.options()) : at::empty({0}, x.options());
+  auto d_gw = at::zeros({k, c}, x.options()), d_gb = at::zeros({k}, x.options());
+  auto d_w = opt(weight) ? at::zeros({c}, x.options()) : at::empty({0}, x.options());
+  auto d_b = has_bias ? at::zeros({c}, x.options()) : at::empty({0}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mnzoo_mode_norm_train_backward", [&] {
     using T = scalar_t;
     const T *gyp = gy.const_data_ptr<T>(), *xp = x.const_data_ptr<T>();
@@ -376,85 +394,86 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> train_backward(
     const T *varp = var.const_data_ptr<T>(), *massp = mass.const_data_ptr<T>();
     const T* gw = gate_w.const_data_ptr<T>();
     const T* w = opt(weight) ? weight->const_data_ptr<T>() : nullptr;
-    // pass 1: per row, gb = sum_s gy and ga = sum_s gy * x (= sum gy (x - m) + m gb)
-    std::vector<double> ga(n * c), gb(n * c);
+    // pass 1: per row, gb = sum_s gy and gc = sum_s gy (x - m)
+    std::vector<T> gb(n * c), gc(n * c);
     at::parallel_for(0, n * c, row_grain(s), [&](int64_t lo, int64_t hi) {
-      for (int64_t r = lo; r < hi; ++r) {
-        T sb, sc;
-        row_grad_sums(gyp + r * s, xp + r * s, mp[r], s, &sb, &sc);
-        gb[r] = sb;
-        ga[r] = sc + static_cast<double>(mp[r]) * sb;
-      }
+      for (int64_t q = lo; q < hi; ++q) row_grad_sums(gyp + q * s, xp + q * s, mp[q], s, &gb[q], &gc[q]);
     });
-    // small graph: a = g @ scale, b = bias - g @ shift, scale = w r, r = (var + eps)^-1/2
+    // Small graph. y = sum_k g_k scale_k (x - mu_k) + bias, so with t_nk = sum_s gy (x - mu_k)
+    // = gc + (m - mu_k) gb: dL/dscale_k = sum_n g_nk t_nk, dL/dmu_k = -scale_k sum_n g_nk gb
+    // and dL/dg_nk = sum_c scale_k t_nk. Every O(N K C) loop runs channels innermost.
     const int64_t kc = k * c;
-    std::vector<double> r(kc), scale(kc), shift(kc), d_scale(kc, 0.0), d_shift(kc, 0.0);
-    for (int64_t j = 0; j < kc; ++j) {
-      r[j] = 1.0 / std::sqrt(static_cast<double>(varp[j]) + eps);
-      scale[j] = w ? r[j] * w[j % c] : r[j];
-      shift[j] = mup[j] * scale[j];
-    }
-    // Every O(N K C) loop below runs over channels innermost (contiguous, `omp simd`), so its
-    // cost per (n, k) is a few vector instructions and K=6 costs little more than K=2.
-    std::vector<double> d_g(n * k, 0.0), d_bias(c, 0.0);
+    std::vector<T> r(kc), scale(kc), d_scale(kc, T(0)), g_gb(kc, T(0));
+    mode_scale<T>(varp, w, c, k, eps, r.data(), scale.data());
+    std::vector<double> d_g(n * k, 0.0);
+    T* d_bias = has_bias ? d_b.data_ptr<T>() : nullptr;
     for (int64_t i = 0; i < n; ++i) {
-      const double *ga_i = ga.data() + i * c, *gb_i = gb.data() + i * c;
-      _Pragma("omp simd")
-      for (int64_t q = 0; q < c; ++q) d_bias[q] += gb_i[q];
+      const T *gc_i = gc.data() + i * c, *gb_i = gb.data() + i * c, *m_i = mp + i * c;
+      if (d_bias) {
+        _Pragma("omp simd")
+        for (int64_t q = 0; q < c; ++q) d_bias[q] += gb_i[q];
+      }
       for (int64_t j = 0; j < k; ++j) {
-        const double gij = gp[i * k + j];
-        const double *sc = scale.data() + j * c, *sh = shift.data() + j * c;
-        double *dsc = d_scale.data() + j * c, *dsh = d_shift.data() + j * c;
-        double dg = 0;
+        const T gij = gp[i * k + j];
+        const T *sc = scale.data() + j * c, *mu_j = mup + j * c;
+        T *dsc = d_scale.data() + j * c, *ggb = g_gb.data() + j * c;
+        T dg = 0;
         _Pragma("omp simd reduction(+ : dg)")
         for (int64_t q = 0; q < c; ++q) {
-          dg += ga_i[q] * sc[q] - gb_i[q] * sh[q];
-          dsc[q] += gij * ga_i[q];
-          dsh[q] -= gij * gb_i[q];
+          const T t = gc_i[q] + (m_i[q] - mu_j[q]) * gb_i[q];
+          dg += sc[q] * t;
+          dsc[q] += gij * t;
+          ggb[q] += gij * gb_i[q];
         }
         d_g[i * k + j] = dg;
       }
     }
-    std::vector<double> d_var(kc), d_mu(kc), d_weight(c, 0.0);
-    for (int64_t j = 0; j < kc; ++j) {
-      double d_r = d_scale[j] + d_shift[j] * mup[j];
-      d_weight[j % c] += d_r * r[j];
-      if (w) d_r *= w[j % c];
-      const double inv = 1.0 / std::max(static_cast<double>(massp[j / c]), kMinMass);
-      d_var[j] = -0.5 * d_r * r[j] * r[j] * r[j] * inv;
-      // var_k depends on mu_k only through -2 sum_n g_nk (m_n - mu_k) / mass_k, which is 0 by
-      // the definition of mu_k: mu_k gets its gradient from the shift alone.
-      d_mu[j] = d_shift[j] * scale[j] * inv;
+    // scale = w r, r = (var + eps)^-1/2; var_k = sum_n g (v + (m - mu_k)^2) / N_k and
+    // mu_k = sum_n g m / N_k. d_var and d_mu below are already divided by N_k. var_k depends on
+    // mu_k only through -2 sum_n g_nk (m_n - mu_k) / N_k, which is 0 by the definition of mu_k.
+    std::vector<T> d_var(kc), d_mu(kc);
+    T* d_weight = w ? d_w.data_ptr<T>() : nullptr;
+    for (int64_t j = 0; j < k; ++j) {
+      const T inv = static_cast<T>(1.0 / std::max(static_cast<double>(massp[j]), kMinMass));
+      for (int64_t q = 0; q < c; ++q) {
+        const int64_t at = j * c + q;
+        T d_r = d_scale[at];
+        if (w) {
+          d_weight[q] += d_r * r[at];
+          d_r *= w[q];
+        }
+        d_var[at] = T(-0.5) * d_r * r[at] * r[at] * r[at] * inv;
+        d_mu[at] = -g_gb[at] * scale[at] * inv;
+      }
     }
-    std::vector<double> d_m(n * c, 0.0), d_v(n * c, 0.0), d_gwd(kc, 0.0), d_gbd(k, 0.0);
-    std::vector<double> var_dvar(k, 0.0);
-    for (int64_t j = 0; j < kc; ++j) var_dvar[j / c] += d_var[j] * varp[j];
+    std::vector<T> d_m(n * c, T(0)), d_v(n * c, T(0));
+    T *dgw = d_gw.data_ptr<T>(), *dgb = d_gb.data_ptr<T>();
     for (int64_t i = 0; i < n; ++i) {
       const T *m_i = mp + i * c, *v_i = vp + i * c;
-      double *dm_i = d_m.data() + i * c, *dv_i = d_v.data() + i * c;
+      T *dm_i = d_m.data() + i * c, *dv_i = d_v.data() + i * c;
       for (int64_t j = 0; j < k; ++j) {
-        const double gij = gp[i * k + j];
-        const T* mu_j = mup + j * c;
-        const double *dvar_j = d_var.data() + j * c, *dmu_j = d_mu.data() + j * c;
-        double extra = 0;
+        const T gij = gp[i * k + j];
+        const T *mu_j = mup + j * c, *var_j = varp + j * c;
+        const T *dvar_j = d_var.data() + j * c, *dmu_j = d_mu.data() + j * c;
+        T extra = 0;  // dL/dg_nk through mu_k and var_k (their mass derivative, centred)
         _Pragma("omp simd reduction(+ : extra)")
         for (int64_t q = 0; q < c; ++q) {
-          const double dm = m_i[q] - mu_j[q];
-          const double dv = dvar_j[q];
+          const T dm = m_i[q] - mu_j[q];
+          const T dv = dvar_j[q];
           dv_i[q] += gij * dv;
-          dm_i[q] += gij * (dmu_j[q] + 2.0 * dm * dv);
-          extra += (v_i[q] + dm * dm) * dv + dm * dmu_j[q];
+          dm_i[q] += gij * (dmu_j[q] + T(2) * dm * dv);
+          extra += (v_i[q] + dm * dm - var_j[q]) * dv + dm * dmu_j[q];
         }
-        d_g[i * k + j] += extra - var_dvar[j];
+        d_g[i * k + j] += extra;
       }
       // softmax backward: d_z = g * (d_g - sum_j g_j d_g_j); then the gate's Linear
       double dot = 0;
       for (int64_t j = 0; j < k; ++j) dot += gp[i * k + j] * d_g[i * k + j];
       for (int64_t j = 0; j < k; ++j) {
-        const double dz = gp[i * k + j] * (d_g[i * k + j] - dot);
-        d_gbd[j] += dz;
+        const T dz = static_cast<T>(gp[i * k + j] * (d_g[i * k + j] - dot));
+        dgb[j] += dz;
         const T* gw_j = gw + j * c;
-        double* dgw_j = d_gwd.data() + j * c;
+        T* dgw_j = dgw + j * c;
         _Pragma("omp simd")
         for (int64_t q = 0; q < c; ++q) {
           dm_i[q] += dz * gw_j[q];
@@ -462,28 +481,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> train_backward(
         }
       }
     }
-    T *dgw = d_gw.data_ptr<T>(), *dgb = d_gb.data_ptr<T>();
-    for (int64_t j = 0; j < kc; ++j) dgw[j] = static_cast<T>(d_gwd[j]);
-    for (int64_t j = 0; j < k; ++j) dgb[j] = static_cast<T>(d_gbd[j]);
-    if (w) {
-      T* p = d_w.data_ptr<T>();
-      for (int64_t q = 0; q < c; ++q) p[q] = static_cast<T>(d_weight[q]);
-    }
-    if (has_bias) {
-      T* p = d_b.data_ptr<T>();
-      for (int64_t q = 0; q < c; ++q) p[q] = static_cast<T>(d_bias[q]);
-    }
     // pass 2: gx = a gy + (2 d_v / S) (x - m) + d_m / S
     T* gxp = gx.data_ptr<T>();
     const bool stream = stream_rows<T>(gx, s);
-    const double inv_s = 1.0 / static_cast<double>(s);
+    const T inv_s = static_cast<T>(1.0 / static_cast<double>(s));
     at::parallel_for(0, n * c, row_grain(s), [&](int64_t lo, int64_t hi) {
-      for (int64_t rr = lo; rr < hi; ++rr) {
-        const T cv = static_cast<T>(2.0 * d_v[rr] * inv_s);
-        const T shift_r = static_cast<T>(d_m[rr] * inv_s);
-        row_grad_input(gyp + rr * s, xp + rr * s, s, ap[rr], cv, mp[rr], shift_r, gxp + rr * s,
-                       stream);
-      }
+      for (int64_t q = lo; q < hi; ++q)
+        row_grad_input(gyp + q * s, xp + q * s, s, ap[q], T(2) * d_v[q] * inv_s, mp[q],
+                       d_m[q] * inv_s, gxp + q * s, stream);
       stream_fence(stream);
     });
   });
