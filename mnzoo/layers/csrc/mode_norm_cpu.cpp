@@ -81,18 +81,36 @@ inline std::pair<float, float> row_sums_avx2(const float* __restrict__ p1, const
 #endif
 
 template <typename T>
-T row_mean(const T* __restrict__ p, int64_t s) {
+T row_sum(const T* __restrict__ p, int64_t s) {
 #ifdef __AVX2__
   if constexpr (std::is_same_v<T, float>) {
     const __m256 zero = _mm256_setzero_ps();
-    return row_sums_avx2(p, p, s, [&](__m256 x, __m256) { return std::pair{x, zero}; }).first /
-           static_cast<float>(s);
+    return row_sums_avx2(p, p, s, [&](__m256 x, __m256) { return std::pair{x, zero}; }).first;
   }
 #endif
   T sum = 0;
   _Pragma("omp simd reduction(+ : sum)")
   for (int64_t i = 0; i < s; ++i) sum += p[i];
-  return sum / static_cast<T>(s);
+  return sum;
+}
+
+template <typename T>
+T row_mean(const T* __restrict__ p, int64_t s) { return row_sum(p, s) / static_cast<T>(s); }
+
+// sum_i p[i] * q[i]: the per-(sample, mode) reductions of the small graph over C channels.
+template <typename T>
+T dot(const T* __restrict__ p, const T* __restrict__ q, int64_t s) {
+#ifdef __AVX2__
+  if constexpr (std::is_same_v<T, float>) {
+    const __m256 zero = _mm256_setzero_ps();
+    return row_sums_avx2(p, q, s, [&](__m256 a, __m256 b) { return std::pair{_mm256_mul_ps(a, b), zero}; })
+        .first;
+  }
+#endif
+  T sum = 0;
+  _Pragma("omp simd reduction(+ : sum)")
+  for (int64_t i = 0; i < s; ++i) sum += p[i] * q[i];
+  return sum;
 }
 
 // Mean and biased variance of one row, two-pass (no E[x^2] - E[x]^2 cancellation).
@@ -208,11 +226,7 @@ template <typename T>
 void gate_row(const T* m, const T* gw, const T* gb, int64_t c, int64_t k, double* z, T* g) {
   double zmax = -INFINITY;
   for (int64_t j = 0; j < k; ++j) {
-    const T* w = gw + j * c;
-    T acc = 0;
-    _Pragma("omp simd reduction(+ : acc)")
-    for (int64_t i = 0; i < c; ++i) acc += w[i] * m[i];
-    z[j] = static_cast<double>(acc) + gb[j];
+    z[j] = static_cast<double>(dot(gw + j * c, m, c)) + gb[j];
     zmax = std::max(zmax, z[j]);
   }
   double total = 0;
@@ -474,6 +488,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> train_backward(
     std::vector<T> r(kc), scale(kc), d_scale(kc, T(0)), g_gb(kc, T(0));
     mode_scale<T>(varp, w, c, k, eps, r.data(), scale.data());
     std::vector<double> d_g(n * k, 0.0);
+    std::vector<T> row(c);  // the (n, k) terms of a reduction over channels
     T* d_bias = has_bias ? d_b.data_ptr<T>() : nullptr;
     for (int64_t i = 0; i < n; ++i) {
       const T *gc_i = gc.data() + i * c, *gb_i = gb.data() + i * c, *m_i = mp + i * c;
@@ -485,15 +500,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> train_backward(
         const T gij = gp[i * k + j];
         const T *sc = scale.data() + j * c, *mu_j = mup + j * c;
         T *dsc = d_scale.data() + j * c, *ggb = g_gb.data() + j * c;
-        T dg = 0;
-        _Pragma("omp simd reduction(+ : dg)")
+        _Pragma("omp simd")
         for (int64_t q = 0; q < c; ++q) {
           const T t = gc_i[q] + (m_i[q] - mu_j[q]) * gb_i[q];
-          dg += sc[q] * t;
+          row[q] = t;
           dsc[q] += gij * t;
           ggb[q] += gij * gb_i[q];
         }
-        d_g[i * k + j] = dg;
+        d_g[i * k + j] = dot(sc, row.data(), c);
       }
     }
     // scale = w r, r = (var + eps)^-1/2; var_k = sum_n g (v + (m - mu_k)^2) / N_k and
@@ -523,16 +537,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> train_backward(
         const T gij = gp[i * k + j];
         const T *mu_j = mup + j * c, *var_j = varp + j * c;
         const T *dvar_j = d_var.data() + j * c, *dmu_j = d_mu.data() + j * c;
-        T extra = 0;  // dL/dg_nk through mu_k and var_k (their mass derivative, centred)
-        _Pragma("omp simd reduction(+ : extra)")
+        // row = the (n, k) terms of dL/dg_nk through mu_k and var_k (their mass derivative)
+        _Pragma("omp simd")
         for (int64_t q = 0; q < c; ++q) {
           const T dm = m_i[q] - mu_j[q];
           const T dv = dvar_j[q];
           dv_i[q] += gij * dv;
           dm_i[q] += gij * (dmu_j[q] + T(2) * dm * dv);
-          extra += (v_i[q] + dm * dm - var_j[q]) * dv + dm * dmu_j[q];
+          row[q] = (v_i[q] + dm * dm - var_j[q]) * dv + dm * dmu_j[q];
         }
-        d_g[i * k + j] += extra;
+        d_g[i * k + j] += row_sum(row.data(), c);
       }
       // softmax backward: d_z = g * (d_g - sum_j g_j d_g_j); then the gate's Linear
       double dot = 0;
