@@ -34,6 +34,9 @@ namespace {
 using at::Tensor;
 constexpr double kMinMass = 1e-12;     // denominator guard, as functional._nonzero
 
+// 1 / N_k, guarded: an empty mode divides a zero sum by kMinMass instead of by 0.
+inline double inv_mass(double mass) { return 1.0 / std::max(mass, kMinMass); }
+
 // Grain: rows per task, so that a task touches at least ~32k elements.
 int64_t row_grain(int64_t s) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(s, 1)); }
 
@@ -296,10 +299,11 @@ void mode_statistics(const T* m, const T* v, const T* g, int64_t n, int64_t c, i
       _Pragma("omp simd")
       for (int64_t q = 0; q < c; ++q) mu_j[q] += gij * (m_i[q] - ref[q]);
     }
+  std::vector<T> inv(k);
   for (int64_t j = 0; j < k; ++j) {
-    const T inv = static_cast<T>(1.0 / std::max(ms[j], kMinMass));
+    inv[j] = static_cast<T>(inv_mass(ms[j]));
     mass[j] = static_cast<T>(ms[j]);
-    for (int64_t q = 0; q < c; ++q) mu[j * c + q] = ref[q] + mu[j * c + q] * inv;
+    for (int64_t q = 0; q < c; ++q) mu[j * c + q] = ref[q] + mu[j * c + q] * inv[j];
   }
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < k; ++j) {
@@ -312,10 +316,8 @@ void mode_statistics(const T* m, const T* v, const T* g, int64_t n, int64_t c, i
         var_j[q] += gij * (v_i[q] + d * d);
       }
     }
-  for (int64_t j = 0; j < k; ++j) {
-    const T inv = static_cast<T>(1.0 / std::max(ms[j], kMinMass));
-    for (int64_t q = 0; q < c; ++q) var[j * c + q] *= inv;
-  }
+  for (int64_t j = 0; j < k; ++j)
+    for (int64_t q = 0; q < c; ++q) var[j * c + q] *= inv[j];
 }
 
 const Tensor* opt(const std::optional<Tensor>& t) { return t.has_value() && t->defined() ? &*t : nullptr; }
@@ -516,7 +518,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> train_backward(
     std::vector<T> d_var(kc), d_mu(kc);
     T* d_weight = w ? d_w.data_ptr<T>() : nullptr;
     for (int64_t j = 0; j < k; ++j) {
-      const T inv = static_cast<T>(1.0 / std::max(static_cast<double>(massp[j]), kMinMass));
+      const T inv = static_cast<T>(inv_mass(massp[j]));
       for (int64_t q = 0; q < c; ++q) {
         const int64_t at = j * c + q;
         T d_r = d_scale[at];
