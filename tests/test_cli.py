@@ -160,7 +160,12 @@ def test_export_register_check_commands(tmp_path, capsys):
         'eval': {'test-lossless-1k': {'top1': 10.0, 'top5': 50.0, 'loss': 2.3, 'n': 1000},
                  'test-lossless-1k_ema': {'top1': 11.0, 'top5': 51.0, 'n': 1000}},
         'best': {'epoch': 0, 'top1': 99.0}, 'commands': ['python train.py a', 'python train.py a --resume'],
-        'command': 'python train.py a --resume', 'recipe': 'training/recipes/resnet20_cifar10.yaml'}))
+        'command': 'python train.py a --resume', 'recipe': 'training/recipes/resnet20_cifar10.yaml',
+        'segments': [{'first_epoch': 0, 'last_epoch': 0, 'recorded': False, 'git_commits': ['abc123'],
+                      'commands': ['python train.py a']},
+                     {'first_epoch': 1, 'last_epoch': 1, 'recorded': True, 'git_commit': 'def456',
+                      'command': 'python train.py a --resume', 'started_utc': '2026-11-26T10:00:00Z',
+                      'hardware': {'device': 'cpu', 'threads': 1}}]}))
     assert main(['export', 'resnet20_mn.cifar10', '--checkpoint', str(ckpt), '--metrics', str(metrics),
                  '--out', str(tmp_path / 'cards')]) == 0
     folder = tmp_path / 'cards' / 'resnet20_mn.cifar10'
@@ -169,6 +174,8 @@ def test_export_register_check_commands(tmp_path, capsys):
     card = (folder / 'README.md').read_text()
     assert 'python train.py a\npython train.py a --resume' in card and '99.0' not in card
     assert 'training/recipes/resnet20_cifar10.yaml' in card and 'K=3' in card
+    assert '| 0-0 | not recorded | `abc123` | not recorded |' in card  # the segments of the resumed run
+    assert '| 1-1 | 2026-11-26T10:00:00Z | `def456` | device cpu, threads 1 |' in card
     manifest = tmp_path / 'manifest.json'
     assert main(['register', str(folder), '--manifest', str(manifest)]) == 0
     entry = json.loads(manifest.read_text())['resnet20_mn.cifar10']

@@ -212,6 +212,12 @@ def test_wall_time_survives_a_killed_segment(cache_dir, tmp_path):
     m = json.loads((seg / "metrics.json").read_text())
     assert m["epochs"] == 2 and m["wall_time_lower_bound"] is False and m["wall_time_s"] > w1
     assert json.loads((seg / "wall_time.json").read_text())["epoch"] == 1
+    # both processes are on record, the killed one included, with their epochs and commands
+    s0, s1 = m["segments"]
+    assert (s0["first_epoch"], s0["last_epoch"], s1["first_epoch"], s1["last_epoch"]) == (0, 0, 1, 1)
+    assert s0["recorded"] and s1["recorded"] and "--resume" not in s0["command"] and "--resume" in s1["command"]
+    assert m["commands"] == [s0["command"], s1["command"]] and m["git_commits"][-1] == m["git_commit"]
+    assert s1["hardware"]["device"] == "cpu" and s1["started_utc"].endswith("Z")
 
     (old / "metrics.json").unlink()
     (old / "wall_time.json").unlink()  # a run from before wall_time.json existed
@@ -220,6 +226,9 @@ def test_wall_time_survives_a_killed_segment(cache_dir, tmp_path):
     first = rows(old)[0]
     assert m["wall_time_lower_bound"] is True
     assert m["wall_time_s"] > float(first["epoch_time_s"]) + float(first["eval_time_s"])
+    unknown, this = m["segments"]  # the epochs before records began are marked as such
+    assert unknown == {"first_epoch": 0, "last_epoch": 0, "recorded": False, "git_commits": [], "commands": []}
+    assert this["first_epoch"] == 1 and m["commands"] == [this["command"]]
 
 
 # ---------------------------------------------------------------- torchrun

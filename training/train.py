@@ -282,6 +282,31 @@ def previous_wall_time(run_dir: Path, start_epoch: int) -> Tuple[float, bool]:
     return sum(float(r["epoch_time_s"]) + float(r.get("eval_time_s") or 0.0) for r in rows), bool(rows)
 
 
+def previous_segments(run_dir: Path, start_epoch: int) -> List[Dict[str, Any]]:
+    """The earlier segments (processes) of a resumed run, from ``wall_time.json``, cut to the
+    epochs before ``start_epoch`` (later ones are about to be re-run).
+
+    A run from before segments were recorded gets one entry for epochs 0..start_epoch-1 with
+    ``recorded: false`` and whatever commits and commands its metrics.json kept (segments that
+    were killed never wrote one)."""
+    if start_epoch <= 0:
+        return []
+    path = run_dir / "wall_time.json"
+    segments = json.loads(path.read_text()).get("segments") if path.exists() else None
+    if segments is None:
+        old = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+        return [{"first_epoch": 0, "last_epoch": start_epoch - 1, "recorded": False,
+                 "git_commits": old.get("git_commits", [old["git_commit"]] if "git_commit" in old else []),
+                 "commands": old.get("commands", [old["command"]] if "command" in old else [])}]
+    return [{**s, "last_epoch": min(s["last_epoch"], start_epoch - 1)}
+            for s in segments if s["first_epoch"] < start_epoch and s["last_epoch"] is not None]
+
+
+def run_command(args) -> str:
+    cmd = " ".join([Path(sys.executable).name] + sys.argv)
+    return f"torchrun --nproc_per_node={args.world_size} " + " ".join(sys.argv) if args.world_size > 1 else cmd
+
+
 def read_summary(path: Path) -> List[Dict[str, str]]:
     if not path.exists():
         return []
@@ -361,6 +386,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     saver = None
     wall_before, wall_lower_bound = 0.0, False  # earlier segments of a resumed run
+    # This process is one segment of the run; wall_time.json keeps them all, killed ones included.
+    segment = {"first_epoch": start_epoch, "last_epoch": None, "recorded": True, "git_commit": commit,
+               "command": run_command(args), "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "hardware": hardware(device, args.world_size)}
+    segments: List[Dict[str, Any]] = [segment]
 
     def wall_time() -> float:
         """Wall time of the whole run so far: earlier segments plus this process."""
@@ -381,6 +411,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         if args.resume:
             saver.load_state_dict_from_checkpoint(args.resume)
             wall_before, wall_lower_bound = previous_wall_time(run_dir, start_epoch)
+            segments = previous_segments(run_dir, start_epoch) + [segment]
             trim_summary(summary_path, start_epoch)
     log(f"{args.model}: {n_params / 1e6:.3f}M params, {len(train_data) if train_data is not None else '?'} train "
         f"images, {updates_per_epoch} updates/epoch, epochs {start_epoch}->{num_epochs}, world {args.world_size}, "
@@ -451,15 +482,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             write_summary(summary_path, row)
             metric = next(iter(evals.values()))["top1"] if evals else None
             saver.save_checkpoint(epoch, metric=metric)
+            segment["last_epoch"] = epoch
             (run_dir / "wall_time.json").write_text(json.dumps(
-                {"epoch": epoch, "wall_time_s": round(wall_time(), 1)}))
+                {"epoch": epoch, "wall_time_s": round(wall_time(), 1), "segments": segments}, indent=1))
         if max_updates is not None and num_updates >= max_updates:
             break
 
     result: Dict[str, Any] = {}
     if primary:
         result = write_metrics(args, run_dir, device, n_params, train_data, evals if num_epochs > start_epoch else {},
-                               saver, num_updates, wall_time(), wall_lower_bound, commit)
+                               saver, num_updates, wall_time(), wall_lower_bound, commit, segments)
         log(f"metrics: {run_dir / 'metrics.json'}")
     if args.distributed:
         torch.distributed.barrier()
@@ -468,18 +500,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 def write_metrics(args, run_dir: Path, device, n_params: int, train_data, evals, saver, num_updates: int,
-                  wall_time: float, wall_lower_bound: bool, commit: Optional[str]) -> Dict[str, Any]:
+                  wall_time: float, wall_lower_bound: bool, commit: Optional[str],
+                  segments: List[Dict[str, Any]]) -> Dict[str, Any]:
     """metrics.json: what the model card needs. ``eval`` is the final (last.pth.tar) model;
-    ``git_commit`` is the checkout this process started from (``git_commits``: one per resume)."""
+    ``git_commit`` is the checkout this process started from; ``segments`` has one entry per
+    process of a resumed run (epochs, commit, command, hardware), and ``git_commits`` /
+    ``commands`` list theirs in order."""
     rows = read_summary(run_dir / "summary.csv")
     old = {}
     if (run_dir / "metrics.json").exists() and args.resume:
         old = json.loads((run_dir / "metrics.json").read_text())
     if not evals and old:
         evals = old.get("eval", {})
-    cmd = " ".join([Path(sys.executable).name] + sys.argv)
-    if args.world_size > 1:
-        cmd = f"torchrun --nproc_per_node={args.world_size} " + " ".join(sys.argv)
+    cmd = run_command(args)
     metrics = {
         "model": args.model,
         "model_kwargs": args.model_kwargs,
@@ -502,9 +535,10 @@ def write_metrics(args, run_dir: Path, device, n_params: int, train_data, evals,
         "img_per_s_median": float(np.median([float(r["img_per_s"]) for r in rows])) if rows else None,
         "hardware": hardware(device, args.world_size),
         "git_commit": commit,
-        "git_commits": old.get("git_commits", [old["git_commit"]] if "git_commit" in old else []) + [commit],
+        "git_commits": [c for seg in segments for c in seg.get("git_commits", [seg.get("git_commit")])],
         "command": cmd,
-        "commands": old.get("commands", []) + [cmd],
+        "commands": [c for seg in segments for c in seg.get("commands", [seg.get("command")])],
+        "segments": segments,
         "recipe": args.recipe,
     }
     with open(run_dir / "metrics.json", "w") as f:

@@ -154,6 +154,22 @@ def _hardware(hw: Any) -> Any:
     return ', '.join(parts) or None
 
 
+def _segments(metrics: Mapping[str, Any]) -> List[str]:
+    """A table of the processes of a resumed run (train.py's ``segments``): which epochs ran on
+    which commit and machine. Empty for a run made in one go."""
+    segments = metrics.get('segments') or []
+    if len(segments) < 2:
+        return []
+    out = ['', 'The run was made in segments (stopped and resumed from its last checkpoint):', '',
+           '| epochs | started (UTC) | git commit | hardware |', '|---|---|---|---|']
+    for seg in segments:
+        commits = [seg['git_commit']] if seg.get('recorded', True) else seg.get('git_commits') or []
+        out.append(f'| {seg["first_epoch"]}-{seg["last_epoch"]} | {seg.get("started_utc") or "not recorded"} | '
+                   f'{", ".join(f"`{c}`" for c in commits if c) or "not recorded"} | '
+                   f'{_hardware(seg.get("hardware")) or "not recorded"} |')
+    return out
+
+
 def parse_front_matter(text: str) -> Tuple[Dict[str, Any], str]:
     """Split a card into (YAML front matter dict, body)."""
     if not text.startswith('---\n'):
@@ -256,6 +272,7 @@ def render_card(
              ('Git commit', _first(metrics, 'git_commit') and f"`{_first(metrics, 'git_commit')}`")]
     for label, value in facts:
         out.append(f'- **{label}:** {"not recorded" if value is None or value is False else value}')
+    out += _segments(metrics)
     commands = [str(c) for c in metrics.get('commands') or []] or [command or 'not recorded']
     if command and command not in commands:
         commands = [command]
