@@ -9,6 +9,10 @@ steps and ratios to BN measured in the same run.
 
     python benchmarks/train_speed.py --data ../shared/data/cifar10/train.tar
     python benchmarks/train_speed.py --threads 1 --rounds 5 --steps 10
+    python benchmarks/train_speed.py --formats nchw channels_last   # both layouts in one run
+
+With several --formats, every model runs in each layout (batches are converted in the timed
+step for channels_last), and "vs NCHW" compares each to the same model in NCHW.
 """
 from __future__ import annotations
 
@@ -59,15 +63,20 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per model before the first round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--formats", nargs="+", choices=["nchw", "channels_last"], default=["nchw"],
+                   help="memory layouts to time, interleaved (default: nchw)")
+    p.add_argument("--channels-last", action="store_true", help="same as --formats channels_last")
     args = p.parse_args()
+    if args.channels_last:
+        args.formats = ["channels_last"]
+    formats = list(dict.fromkeys(args.formats))
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     data = build_dataset([f"cifar10={args.data}"], cache_dir=args.cache_dir) if args.data else synthetic_cifar()
     loader = TensorLoader(data, args.batch_size, shuffle=True, augment=BatchAugment(4, True),
-                          channels_last=args.channels_last)
+                          channels_last=formats == ["channels_last"])
     batches = iter(())
 
     def next_batch(epoch=[0]):  # noqa: B006 (a counter that survives calls)
@@ -81,17 +90,22 @@ def main() -> None:
             return next(batches)
 
     setups = []
-    for label, name, kwargs in CONFIGS:
-        model = timm.create_model(name, num_classes=10, **kwargs)
-        if args.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-        setups.append((label, model, opt))
+    for fmt in formats:
+        for label, name, kwargs in CONFIGS:
+            model = timm.create_model(name, num_classes=10, **kwargs)
+            if fmt == "channels_last":
+                model = model.to(memory_format=torch.channels_last)
+            model.train()
+            opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+            setups.append((label if len(formats) == 1 else f"{label}, {fmt}", model, opt))
+    convert = len(formats) > 1
 
     def step(model, opt) -> tuple:
         t0 = time.perf_counter()
         x, y, _ = next_batch()
+        if convert:
+            x = x.contiguous(memory_format=torch.channels_last if model.conv1.weight.is_contiguous(
+                memory_format=torch.channels_last) else torch.contiguous_format)
         t1 = time.perf_counter()
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
@@ -113,16 +127,21 @@ def main() -> None:
     med = {k: statistics.median(t for _, t in v) for k, v in times.items()}
     print(f"# ResNet20 training step, batch {bs}, {cpu_name()}, {torch.get_num_threads()} threads, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, torch {torch.__version__}, "
-          f"{'channels-last' if args.channels_last else 'NCHW'}, "
+          f"{' and '.join(formats)}, "
           f"{'real CIFAR-10 data' if args.data else 'synthetic data'}")
     print(f"# {args.rounds} interleaved rounds x {args.steps} steps per model; load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (2 = both cores busy)")
-    print("| model | step (ms, median) | img/s | 50k-image epoch (s) | time vs BN | data share |")
-    print("|---|---|---|---|---|---|")
+    print("| model | step (ms, median) | img/s | 50k-image epoch (s) | time vs BN | data share |"
+          + (" time vs NCHW |" if convert else ""))
+    print("|---|---|---|---|---|---|" + ("---|" if convert else ""))
     for label, v in times.items():
         share = statistics.median(d for d, _ in v) / med[label]
+        base, fmt = (label.rsplit(", ", 1) + [None])[:2] if convert else (label, None)
+        bn = med["BN" + (f", {fmt}" if fmt else "")]
         print(f"| {label} | {1e3 * med[label]:.0f} | {bs / med[label]:.0f} | {50000 / (bs / med[label]):.0f} | "
-              f"{med[label] / med['BN']:.2f} | {100 * share:.1f} % |")
+              f"{med[label] / bn:.2f} | {100 * share:.1f} % |"
+              + (f" {med[label] / med[f'{base}, nchw']:.2f} |" if convert and "nchw" in formats else
+                 (" – |" if convert else "")))
 
 
 if __name__ == "__main__":

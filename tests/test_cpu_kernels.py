@@ -44,15 +44,19 @@ def _params64(layer):
     return [p.detach().double() for p in (layer.gate.weight, layer.gate.bias, layer.weight, layer.bias)]
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("shape,k", [((16, 8, 16, 16), 2), ((12, 24, 7, 7), 6), ((10, 4, 5, 7), 3),
                                      ((64, 32, 32, 32), 2)])
-def test_fp32_kernels_match_float64_oracle_on_realistic_rows(shape, k):
-    """Row lengths 256, 49 and 35: full 8-lane blocks and odd tails. The 8 MiB map takes the
-    streaming-store path of the output and input-gradient passes (on AVX2 CPUs)."""
+def test_fp32_kernels_match_float64_oracle_on_realistic_rows(shape, k, memory_format):
+    """NCHW rows of 256, 49 and 35 values: full 8-lane blocks and odd tails; the 8 MiB map takes
+    the streaming-store path of the output and input-gradient passes (on AVX2 CPUs). NHWC
+    (channels_last) runs the channels-innermost passes: 4, 8, 24 and 32 channels, and 35 to 1024
+    pixels summed in blocks of 64 with 4-pixel steps and tails. y and the x-gradient keep x's layout."""
     layer = _layer(shape[1], k)
-    x = _two_domains(shape).requires_grad_()
+    x = _two_domains(shape).contiguous(memory_format=memory_format).requires_grad_()
     y = layer(x)
     assert "CpuModeNorm" in type(y.grad_fn).__name__, "the layer did not use the CPU kernels"
+    assert y.is_contiguous(memory_format=memory_format)
     x64 = x.detach().double().requires_grad_()
     p64 = [p.requires_grad_() for p in _params64(layer)]
     y_ref, stats = mn_train_reference(x64, *p64, eps=layer.eps)
@@ -60,6 +64,7 @@ def test_fp32_kernels_match_float64_oracle_on_realistic_rows(shape, k):
     gy = torch.randn(shape, generator=torch.Generator().manual_seed(7))
     y.backward(gy)
     y_ref.backward(gy.double())
+    assert x.grad.is_contiguous(memory_format=memory_format)
     torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-3, atol=1e-4)
     for p, p_ref in zip((layer.gate.weight, layer.gate.bias, layer.weight, layer.bias), p64):
         torch.testing.assert_close(p.grad.double(), p_ref.grad, rtol=1e-3, atol=1e-3)
@@ -75,11 +80,13 @@ def test_fp32_kernels_match_float64_oracle_on_realistic_rows(shape, k):
         y_eval = layer(x.detach())
     y_eval_ref = mn_eval_reference(x64.detach(), *_params64(layer), layer.eps,
                                    layer.running_mean.double(), layer.running_var.double())
+    assert y_eval.is_contiguous(memory_format=memory_format)
     torch.testing.assert_close(y_eval.double(), y_eval_ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("k", [2, 6])
-def test_fp32_kernels_are_accurate_at_large_means(k):
+def test_fp32_kernels_are_accurate_at_large_means(k, memory_format):
     """Mean 1e4, std ~1, two domains: the fp32 output, every gradient and the eval output match
     the float64 oracle. The kernels sum in fp32, so this needs every sum centred: a sum of gy * x
     or of g * m at 1e4 loses ~1e-3 of each value. The gate's logits are W m + b with W m ~ 1e4
@@ -90,9 +97,10 @@ def test_fp32_kernels_are_accurate_at_large_means(k):
     with torch.no_grad():  # logits W (m - 1e4): the gate sees the domains, not the offset
         layer.gate.weight.mul_(0.2)
         layer.gate.bias.copy_(-1e4 * layer.gate.weight.sum(1))
-    x = (_two_domains((16, 24, 7, 7), dtype=torch.float64) + 1e4).float().requires_grad_()
+    x = (_two_domains((16, 24, 7, 7), dtype=torch.float64) + 1e4).float()
+    x = x.contiguous(memory_format=memory_format).requires_grad_()
     y = layer(x)
-    assert "CpuModeNorm" in type(y.grad_fn).__name__
+    assert "CpuModeNorm" in type(y.grad_fn).__name__ and y.is_contiguous(memory_format=memory_format)
     x_ref = x.detach().double().requires_grad_()  # the same fp32 values, in float64
     p64 = [p.requires_grad_() for p in _params64(layer)]
     y_ref, stats = mn_train_reference(x_ref, *p64, eps=layer.eps)
@@ -154,6 +162,7 @@ def test_non_contiguous_inputs_and_gradients():
     x2 = x.detach().contiguous().requires_grad_()
     y2 = ref(x2)
     y2.backward(gy.contiguous())
+    assert y.is_contiguous(memory_format=torch.channels_last) and y2.is_contiguous()
     torch.testing.assert_close(y, y2)
     torch.testing.assert_close(x.grad, x2.grad)
 

@@ -13,6 +13,7 @@ warns once and uses the torch-op path, which computes the same values.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -29,6 +30,7 @@ from ._fused import _plain_ops_only
 __all__ = ["build_cpu_kernels", "cpu_kernels_available"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "mode_norm_cpu.cpp"
+_HEADERS = ("rows.h", "passes.h")  # included by _SOURCE
 _lock = threading.Lock()
 _state: Optional[bool] = None  # None: not tried yet
 
@@ -45,6 +47,13 @@ def _isa_flags() -> List[str]:
     except OSError:
         return []
     return ["-mavx2", "-mfma"] if "avx2" in flags and "fma" in flags else []
+
+
+def _headers_digest() -> str:
+    digest = hashlib.sha256()
+    for header in _HEADERS:
+        digest.update(_SOURCE.with_name(header).read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def build_cpu_kernels(verbose: bool = False) -> bool:
@@ -74,7 +83,9 @@ def build_cpu_kernels(verbose: bool = False) -> bool:
             finally:
                 builder_log.setLevel(level)
             isa = _isa_flags()
-            name = "mnzoo_mode_norm_cpu" + ("_avx2" if isa else "")
+            # torch's builder rebuilds when a source changes but does not look at headers: their
+            # digest goes into the name, so a changed header gets a build of its own
+            name = "mnzoo_mode_norm_cpu" + ("_avx2" if isa else "") + "_" + _headers_digest()
             build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
             if not (build_dir / f"{name}.so").exists():
                 print(f"mnzoo: compiling the ModeNorm CPU kernels once (about a minute) into "
@@ -109,6 +120,14 @@ def use_cpu_kernels(x: Tensor, params: Sequence[Optional[Tensor]]) -> bool:
     return (x.is_cpu and (dtype is torch.float32 or dtype is torch.float64)
             and all(p is None or p.dtype is dtype for p in params)
             and not _plain_ops_only() and cpu_kernels_available())
+
+
+def dense(x: Tensor) -> Tensor:
+    """x in a layout the kernels take: a channels_last 4-D input stays channels_last (the
+    kernels have passes for it, and y comes back in it), anything else is made contiguous."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous()
 
 
 def needs_grad(x: Tensor, params: Sequence[Optional[Tensor]]) -> bool:
@@ -154,7 +173,7 @@ def cpu_mode_norm_train(x: Tensor, params: List[Optional[Tensor]], eps: float,
     of non-finite input variances; when that is not 0, y is undefined and the running
     statistics were left alone. Otherwise they were updated (eq. 4) if ``running`` names them.
     """
-    x = x.contiguous()
+    x = dense(x)
     if needs_grad(x, params):
         return _CpuModeNormFunction.apply(x, *params, eps, running)
     y, _m, _v, _a, g, mu, var, mass, nonfinite = torch.ops.mnzoo.mode_norm_train_forward(
@@ -166,5 +185,5 @@ def cpu_mode_norm_eval(x: Tensor, params: List[Optional[Tensor]], running_mean: 
                        running_var: Tensor, eps: float) -> Tuple[Tensor, int]:
     """Running-statistics ModeNorm of x (N, C, *), no autograd: y and the number of
     non-finite pooled means."""
-    return torch.ops.mnzoo.mode_norm_eval_forward(x.contiguous(), *params, running_mean,
+    return torch.ops.mnzoo.mode_norm_eval_forward(dense(x), *params, running_mean,
                                                   running_var, eps)

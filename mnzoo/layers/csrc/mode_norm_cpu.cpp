@@ -4,9 +4,10 @@
 // backward), written as loops so that one layer is a few passes over x instead of ~40 small
 // torch ops: on a 2-core CPU the per-op overhead, not the arithmetic, made MN's eval cost 2x BN.
 //
-// Shapes: x (N, C, *) contiguous, seen as (N, C, S) rows of S = H*W values; m, v (N, C) the per-row mean and biased variance; gates
-// g (N, K); mode statistics mu, var (K, C) and masses (K,); a, b (N, C) the per-row affine map
-// y = a * (x - m) + b. Row passes run in parallel over rows (at::parallel_for).
+// Shapes: x (N, C, *), contiguous or 4-D channels_last, with S = H*W values per (sample, channel)
+// (passes.h: the passes over x for both layouts); m, v (N, C) their mean and biased variance;
+// gates g (N, K); mode statistics mu, var (K, C) and masses (K,); a, b (N, C) the per-(sample,
+// channel) affine map y = a * (x - m) + b.
 //
 // The small (N, K, C) math runs in x's dtype, 8 fp32 lanes per AVX2 op (double took twice the
 // time, and made K=6 cost 10 % more than K=2 on small maps). That is safe because every
@@ -16,213 +17,23 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
-#ifdef __AVX2__
-#include <immintrin.h>
-#endif
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <type_traits>
-#include <utility>
 #include <optional>
 #include <tuple>
 #include <vector>
 
+#include "passes.h"
+
 namespace {
 
-using at::Tensor;
+using namespace mnzoo_cpu;
 constexpr double kMinMass = 1e-12;     // denominator guard, as functional._nonzero
 
 // 1 / N_k, guarded: an empty mode divides a zero sum by kMinMass instead of by 0.
 inline double inv_mass(double mass) { return 1.0 / std::max(mass, kMinMass); }
-
-// Grain: rows per task, so that a task touches at least ~32k elements.
-int64_t row_grain(int64_t s) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(s, 1)); }
-
-// Row reductions. fp32 with AVX2 uses intrinsics: two 8-lane accumulators in registers, a masked
-// load for the tail and one in-register horizontal sum. GCC lowers an `omp simd` reduction to
-// lane arrays on the stack summed by a serial chain of 8 scalar adds per row; on rows of 49-64
-// values that epilogue cost more than the loop (~20 % of the backward at 7x7, by perf).
-// Other dtypes and CPUs use the `omp simd` loops (written _Pragma: a #pragma cannot stand
-// inside the AT_DISPATCH macro), vectorised without -ffast-math.
-#ifdef __AVX2__
-inline float hsum(__m256 v) {
-  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-  x = _mm_add_ss(x, _mm_movehdup_ps(x));
-  return _mm_cvtss_f32(x);
-}
-
-// Lanes [0, n) set, n in [0, 8].
-inline __m256i tail_mask(int64_t n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-// sum_i f(x1[i], x2[i]) over a row with the lanes of f(0, 0) masked off at the tail; f maps two
-// 8-lane vectors to (term a, term b), and both sums are returned.
-template <typename F>
-inline std::pair<float, float> row_sums_avx2(const float* __restrict__ p1, const float* __restrict__ p2,
-                                             int64_t s, F f) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-  __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= s; i += 16) {
-    auto [ta, tb] = f(_mm256_loadu_ps(p1 + i), _mm256_loadu_ps(p2 + i));
-    auto [ua, ub] = f(_mm256_loadu_ps(p1 + i + 8), _mm256_loadu_ps(p2 + i + 8));
-    a0 = _mm256_add_ps(a0, ta), b0 = _mm256_add_ps(b0, tb);
-    a1 = _mm256_add_ps(a1, ua), b1 = _mm256_add_ps(b1, ub);
-  }
-  for (; i < s; i += 8) {
-    const __m256i mask = tail_mask(std::min<int64_t>(8, s - i));
-    auto [ta, tb] = f(_mm256_maskload_ps(p1 + i, mask), _mm256_maskload_ps(p2 + i, mask));
-    const __m256 keep = _mm256_castsi256_ps(mask);
-    a0 = _mm256_add_ps(a0, _mm256_and_ps(ta, keep)), b0 = _mm256_add_ps(b0, _mm256_and_ps(tb, keep));
-  }
-  return {hsum(_mm256_add_ps(a0, a1)), hsum(_mm256_add_ps(b0, b1))};
-}
-#endif
-
-template <typename T>
-T row_sum(const T* __restrict__ p, int64_t s) {
-#ifdef __AVX2__
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256 zero = _mm256_setzero_ps();
-    return row_sums_avx2(p, p, s, [&](__m256 x, __m256) { return std::pair{x, zero}; }).first;
-  }
-#endif
-  T sum = 0;
-  _Pragma("omp simd reduction(+ : sum)")
-  for (int64_t i = 0; i < s; ++i) sum += p[i];
-  return sum;
-}
-
-template <typename T>
-T row_mean(const T* __restrict__ p, int64_t s) { return row_sum(p, s) / static_cast<T>(s); }
-
-// sum_i p[i] * q[i]: the per-(sample, mode) reductions of the small graph over C channels.
-template <typename T>
-T dot(const T* __restrict__ p, const T* __restrict__ q, int64_t s) {
-#ifdef __AVX2__
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256 zero = _mm256_setzero_ps();
-    return row_sums_avx2(p, q, s, [&](__m256 a, __m256 b) { return std::pair{_mm256_mul_ps(a, b), zero}; })
-        .first;
-  }
-#endif
-  T sum = 0;
-  _Pragma("omp simd reduction(+ : sum)")
-  for (int64_t i = 0; i < s; ++i) sum += p[i] * q[i];
-  return sum;
-}
-
-// Mean and biased variance of one row, two-pass (no E[x^2] - E[x]^2 cancellation).
-template <typename T>
-void row_moments(const T* __restrict__ p, int64_t s, T* mean_out, T* var_out) {
-  const T mean = row_mean(p, s);
-  T ss = 0;
-#ifdef __AVX2__
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256 vm = _mm256_set1_ps(mean), zero = _mm256_setzero_ps();
-    ss = row_sums_avx2(p, p, s, [&](__m256 x, __m256) {
-      const __m256 d = _mm256_sub_ps(x, vm);
-      return std::pair{_mm256_mul_ps(d, d), zero};
-    }).first;
-  } else
-#endif
-  {
-    _Pragma("omp simd reduction(+ : ss)")
-    for (int64_t i = 0; i < s; ++i) ss += (p[i] - mean) * (p[i] - mean);
-  }
-  *mean_out = mean;
-  *var_out = ss / static_cast<T>(s);
-}
-
-// Outputs of at least this size are written with non-temporal (streaming) stores: such a
-// tensor does not stay in cache anyway, and streaming skips the read-for-ownership of each output
-// line and keeps the input, which the eval kernel reads twice, in cache. Measured on a 2-core
-// Zen 3 VM: eval of a 32x64x56x56 map -18 %; a 4 MiB map is faster with plain stores when warm.
-constexpr int64_t kStreamBytes = int64_t{8} << 20;
-
-// Whether rows of s values of out can be streamed: fp32 with AVX2, big enough, and every row
-// starting on a 64-byte line (no partial lines, which make streaming stores slow).
-template <typename T>
-bool stream_rows(const Tensor& out, int64_t s) {
-#ifdef __AVX2__
-  return std::is_same_v<T, float> && out.nbytes() >= static_cast<size_t>(kStreamBytes) &&
-         (s * static_cast<int64_t>(sizeof(T))) % 64 == 0 &&
-         reinterpret_cast<std::uintptr_t>(out.const_data_ptr()) % 64 == 0;
-#else
-  return false;
-#endif
-}
-
-// Ends a parallel region of streaming stores (they are weakly ordered).
-inline void stream_fence(bool streamed) {
-#ifdef __AVX2__
-  if (streamed) _mm_sfence();
-#endif
-}
-
-// out = a (p - mean) + b for one row.
-template <typename T>
-void row_affine(const T* __restrict__ p, int64_t s, T a, T mean, T b, T* __restrict__ out,
-                bool stream) {
-#ifdef __AVX2__
-  if constexpr (std::is_same_v<T, float>) {
-    if (stream) {  // s is a multiple of 16 and out is line-aligned (stream_rows)
-      const __m256 va = _mm256_set1_ps(a), vm = _mm256_set1_ps(mean), vb = _mm256_set1_ps(b);
-      for (int64_t i = 0; i < s; i += 8)
-        _mm256_stream_ps(out + i, _mm256_fmadd_ps(va, _mm256_sub_ps(_mm256_loadu_ps(p + i), vm), vb));
-      return;
-    }
-  }
-#endif
-  for (int64_t i = 0; i < s; ++i) out[i] = a * (p[i] - mean) + b;
-}
-
-// sum_s gy and sum_s gy (x - m) of one row (the two reductions of the backward).
-template <typename T>
-void row_grad_sums(const T* __restrict__ py, const T* __restrict__ px, T mean, int64_t s,
-                   T* sum_gy, T* sum_gy_xc) {
-#ifdef __AVX2__
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256 vm = _mm256_set1_ps(mean);
-    std::tie(*sum_gy, *sum_gy_xc) = row_sums_avx2(py, px, s, [&](__m256 gy, __m256 x) {
-      return std::pair{gy, _mm256_mul_ps(gy, _mm256_sub_ps(x, vm))};
-    });
-    return;
-  }
-#endif
-  T sb = 0, sc = 0;
-  _Pragma("omp simd reduction(+ : sb, sc)")
-  for (int64_t i = 0; i < s; ++i) {
-    sb += py[i];
-    sc += py[i] * (px[i] - mean);
-  }
-  *sum_gy = sb;
-  *sum_gy_xc = sc;
-}
-
-// gx = a gy + cv (x - mean) + shift for one row (centred, so large means do not cancel).
-template <typename T>
-void row_grad_input(const T* __restrict__ py, const T* __restrict__ px, int64_t s, T a, T cv,
-                    T mean, T shift, T* __restrict__ out, bool stream) {
-#ifdef __AVX2__
-  if constexpr (std::is_same_v<T, float>) {
-    if (stream) {
-      const __m256 va = _mm256_set1_ps(a), vc = _mm256_set1_ps(cv);
-      const __m256 vm = _mm256_set1_ps(mean), vs = _mm256_set1_ps(shift);
-      for (int64_t i = 0; i < s; i += 8) {
-        const __m256 xc = _mm256_sub_ps(_mm256_loadu_ps(px + i), vm);
-        _mm256_stream_ps(out + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(py + i), _mm256_fmadd_ps(vc, xc, vs)));
-      }
-      return;
-    }
-  }
-#endif
-  for (int64_t i = 0; i < s; ++i) out[i] = a * py[i] + cv * (px[i] - mean) + shift;
-}
 
 // g[n] = softmax(W m[n] + b_g) for one sample; m has C entries, g gets K, z is K scratch.
 template <typename T>
@@ -322,10 +133,9 @@ void mode_statistics(const T* m, const T* v, const T* g, int64_t n, int64_t c, i
 
 const Tensor* opt(const std::optional<Tensor>& t) { return t.has_value() && t->defined() ? &*t : nullptr; }
 
-// Checks x (N, C, *) and returns its row length S.
+// Checks x (N, C, *) and returns S, the values per (sample, channel); layout_of(x) checks its layout.
 int64_t check_input(const Tensor& x) {
   TORCH_CHECK(x.device().is_cpu(), "mnzoo kernel: x must be on the CPU");
-  TORCH_CHECK(x.is_contiguous(), "mnzoo kernel: x must be contiguous");
   TORCH_CHECK(x.dim() >= 2 && x.size(0) > 0 && x.size(1) > 0, "mnzoo kernel: x must be (N, C, *)");
   return x.numel() / (x.size(0) * x.size(1));
 }
@@ -366,8 +176,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int64
     const std::optional<Tensor>& running_mean, const std::optional<Tensor>& running_var,
     double momentum, double min_mass) {
   const int64_t s = check_input(x);
+  const Layout layout = layout_of(x);
   const int64_t n = x.size(0), c = x.size(1), k = gate_w.size(0);
-  auto y = at::empty_like(x);
+  auto y = empty_in(x, layout);
   auto m = at::empty({n, c}, x.options()), v = at::empty({n, c}, x.options());
   auto a = at::empty({n, c}, x.options()), b = at::empty({n, c}, x.options());
   auto g = at::empty({n, k}, x.options());
@@ -381,9 +192,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int64
     using T = scalar_t;
     const T* xp = x.const_data_ptr<T>();
     T *mp = m.data_ptr<T>(), *vp = v.data_ptr<T>();
-    at::parallel_for(0, n * c, row_grain(s), [&](int64_t lo, int64_t hi) {
-      for (int64_t r = lo; r < hi; ++r) row_moments(xp + r * s, s, mp + r, vp + r);
-    });
+    moments(xp, n, c, s, layout, mp, vp);
     nonfinite = count_nonfinite(vp, n * c);
     if (nonfinite) return;  // the layer raises; nothing is updated
     const T *gw = gate_w.const_data_ptr<T>(), *gbp = gate_b.const_data_ptr<T>();
@@ -402,12 +211,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int64
     T *ap = a.data_ptr<T>(), *bp = b.data_ptr<T>(), *yp = y.data_ptr<T>();
     for (int64_t i = 0; i < n; ++i)
       coeff_row(gp + i * k, scale.data(), mup, mp + i * c, bb, c, k, ap + i * c, bp + i * c);
-    const bool stream = stream_rows<T>(y, s);
-    at::parallel_for(0, n * c, row_grain(s), [&](int64_t lo, int64_t hi) {
-      for (int64_t q = lo; q < hi; ++q)
-        row_affine(xp + q * s, s, ap[q], mp[q], bp[q], yp + q * s, stream);
-      stream_fence(stream);
-    });
+    apply_map(xp, n, c, s, layout, ap, mp, bp, yp, layout == Layout::kRows && stream_rows<T>(y, s));
   });
   return {y, m, v, a, g, mu, var, mass, nonfinite};
 }
@@ -420,8 +224,9 @@ std::tuple<Tensor, int64_t> eval_forward(
     const std::optional<Tensor>& weight, const std::optional<Tensor>& bias,
     const Tensor& running_mean, const Tensor& running_var, double eps) {
   const int64_t s = check_input(x);
+  const Layout layout = layout_of(x);
   const int64_t n = x.size(0), c = x.size(1), k = gate_w.size(0);
-  auto y = at::empty_like(x);
+  auto y = empty_in(x, layout);
   auto m = at::empty({n, c}, x.options());
   int64_t nonfinite = 0;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mnzoo_mode_norm_eval_forward", [&] {
@@ -434,19 +239,17 @@ std::tuple<Tensor, int64_t> eval_forward(
     const T *xp = x.const_data_ptr<T>(), *rmp = rm.const_data_ptr<T>();
     const T *gw = gate_w.const_data_ptr<T>(), *gbp = gate_b.const_data_ptr<T>();
     T *mp = m.data_ptr<T>(), *yp = y.data_ptr<T>();
-    const bool stream = stream_rows<T>(y, s);
-    at::parallel_for(0, n, std::max<int64_t>(1, row_grain(s) / std::max<int64_t>(c, 1)),
-                     [&](int64_t lo, int64_t hi) {
-      std::vector<T> g(k), a(c), b(c);
+    const bool stream = layout == Layout::kRows && stream_rows<T>(y, s);
+    at::parallel_for(0, n, sample_grain(c, s), [&](int64_t lo, int64_t hi) {
+      std::vector<T> g(k), a(c), b(c), scratch(c);
       std::vector<double> z(k);
       for (int64_t i = lo; i < hi; ++i) {
         const T* xs = xp + i * c * s;
         T* m_i = mp + i * c;
-        for (int64_t q = 0; q < c; ++q) m_i[q] = row_mean(xs + q * s, s);
+        sample_means(xs, c, s, layout, m_i, scratch.data());
         gate_row(m_i, gw, gbp, c, k, z.data(), g.data());
         coeff_row(g.data(), scale.data(), rmp, m_i, bb, c, k, a.data(), b.data());
-        for (int64_t q = 0; q < c; ++q)
-          row_affine(xs + q * s, s, a[q], m_i[q], b[q], yp + (i * c + q) * s, stream);
+        sample_affine(xs, c, s, layout, a.data(), m_i, b.data(), yp + i * c * s, stream);
       }
       stream_fence(stream);
     });
@@ -463,10 +266,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> train_backward(
     const Tensor& g, const Tensor& mu, const Tensor& var, const Tensor& mass, const Tensor& gate_w,
     const std::optional<Tensor>& weight, bool has_bias, double eps) {
   const int64_t s = check_input(x);
-  auto gy = gy_in.contiguous();
+  const Layout layout = layout_of(x);
+  auto gy = gy_in.contiguous(layout == Layout::kRows ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast);
   TORCH_CHECK(gy.sizes() == x.sizes(), "mnzoo kernel: gy and x differ in shape");
   const int64_t n = x.size(0), c = x.size(1), k = gate_w.size(0);
-  auto gx = at::empty_like(x);
+  auto gx = empty_in(x, layout);
   auto d_gw = at::zeros({k, c}, x.options()), d_gb = at::zeros({k}, x.options());
   auto d_w = opt(weight) ? at::zeros({c}, x.options()) : at::empty({0}, x.options());
   auto d_b = has_bias ? at::zeros({c}, x.options()) : at::empty({0}, x.options());
@@ -480,9 +284,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> train_backward(
     const T* w = opt(weight) ? weight->const_data_ptr<T>() : nullptr;
     // pass 1: per row, gb = sum_s gy and gc = sum_s gy (x - m)
     std::vector<T> gb(n * c), gc(n * c);
-    at::parallel_for(0, n * c, row_grain(s), [&](int64_t lo, int64_t hi) {
-      for (int64_t q = lo; q < hi; ++q) row_grad_sums(gyp + q * s, xp + q * s, mp[q], s, &gb[q], &gc[q]);
-    });
+    grad_sums(gyp, xp, mp, n, c, s, layout, gb.data(), gc.data());
     // Small graph. y = sum_k g_k scale_k (x - mu_k) + bias, so with t_nk = sum_s gy (x - mu_k)
     // = gc + (m - mu_k) gb: dL/dscale_k = sum_n g_nk t_nk, dL/dmu_k = -scale_k sum_n g_nk gb
     // and dL/dg_nk = sum_c scale_k t_nk. Every O(N K C) loop runs channels innermost.
@@ -566,15 +368,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> train_backward(
       }
     }
     // pass 2: gx = a gy + (2 d_v / S) (x - m) + d_m / S
-    T* gxp = gx.data_ptr<T>();
-    const bool stream = stream_rows<T>(gx, s);
-    const T inv_s = static_cast<T>(1.0 / static_cast<double>(s));
-    at::parallel_for(0, n * c, row_grain(s), [&](int64_t lo, int64_t hi) {
-      for (int64_t q = lo; q < hi; ++q)
-        row_grad_input(gyp + q * s, xp + q * s, s, ap[q], T(2) * d_v[q] * inv_s, mp[q],
-                       d_m[q] * inv_s, gxp + q * s, stream);
-      stream_fence(stream);
-    });
+    grad_input(gyp, xp, ap, mp, d_v.data(), d_m.data(), n, c, s, layout, gx.data_ptr<T>(),
+               layout == Layout::kRows && stream_rows<T>(gx, s));
   });
   return {gx, d_gw, d_gb, d_w, d_b};
 }
