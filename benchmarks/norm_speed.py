@@ -108,14 +108,14 @@ def layer_steps(layers: Dict[str, nn.Module], x: Tensor, gy: Tensor
             for n, l in layers.items()}
 
 
-def bench_layers(reps: int, quick: bool) -> None:
+def bench_layers(reps: int, quick: bool, memory_format: torch.memory_format = torch.contiguous_format) -> None:
     print(f"{'shape':<34}{'layer':<16}{'train ms':>10}{'x BN':>8}{'eval ms':>10}{'x BN':>8}")
     shapes = SHAPES[:3] if quick else SHAPES
     summary: Dict[str, List[float]] = {}
     for label, shape in shapes:
         torch.manual_seed(0)
-        x = torch.randn(shape)
-        gy = torch.randn(shape)
+        x = torch.randn(shape).contiguous(memory_format=memory_format)
+        gy = torch.randn(shape).contiguous(memory_format=memory_format)
         c = shape[1]
         layers: Dict[str, nn.Module] = {"BatchNorm2d": nn.BatchNorm2d(c)}
         for k in (1, 2, 4, 6):
@@ -156,14 +156,14 @@ def bench_layers(reps: int, quick: bool) -> None:
         print(f"  {key:<28}{statistics.median(summary[key]):>8.2f}")
 
 
-def bench_network(reps: int) -> None:
+def bench_network(reps: int, memory_format: torch.memory_format = torch.contiguous_format) -> None:
     import timm
     import mnzoo  # noqa: F401  (registers the models)
 
     if not (timm.is_model("resnet20_bn") and timm.is_model("resnet20_mn")):
         print("resnet20_bn / resnet20_mn not registered: skipping the whole-network line")
         return
-    x = torch.randn(128, 3, 32, 32)
+    x = torch.randn(128, 3, 32, 32).contiguous(memory_format=memory_format)
     y = torch.randint(0, 10, (128,))
     variants = {"BN": ("resnet20_bn", True), "MN": ("resnet20_mn", True),
                 "MN" + TORCH_OPS: ("resnet20_mn", False)}
@@ -172,7 +172,7 @@ def bench_network(reps: int) -> None:
     steps, forwards = {}, {}
     for label, (name, kernels) in variants.items():
         torch.manual_seed(0)
-        net = timm.create_model(name, num_classes=10).train()
+        net = timm.create_model(name, num_classes=10).to(memory_format=memory_format).train()
         opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
         frozen = copy.deepcopy(net).eval()
 
@@ -204,16 +204,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--quick", action="store_true", help="ResNet20 shapes only, no network line")
     ap.add_argument("--network-only", action="store_true", help="only the whole-network lines")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="inputs (and the ResNet20 models) in channels_last, BN as well")
     args = ap.parse_args()
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     torch.set_num_threads(args.threads)
     kernels = build_cpu_kernels()
     print(f"torch {torch.__version__}, {args.threads} threads, {args.reps} reps, fp32, CPU, "
-          f"mnzoo CPU kernels {'on' if kernels else 'NOT AVAILABLE'}\n")
+          f"mnzoo CPU kernels {'on' if kernels else 'NOT AVAILABLE'}, "
+          f"{'channels_last' if args.channels_last else 'NCHW'}\n")
     if not args.network_only:
-        bench_layers(args.reps, args.quick)
+        bench_layers(args.reps, args.quick, memory_format)
     if not args.quick:
         print()
-        bench_network(args.reps)
+        bench_network(args.reps, memory_format)
 
 
 if __name__ == "__main__":
