@@ -50,6 +50,35 @@ def test_published_weight_folders():
     assert problems == []
 
 
+LOGS = REPO_ROOT / 'training' / 'logs'
+
+
+@pytest.mark.parametrize('name', sorted(_manifest()))
+def test_every_published_weight_keeps_its_training_log(name):
+    """training/logs/<arch>.<tag>/ holds the run folder's summary.csv, metrics.json and config.yaml
+    (the run folders themselves live outside the repo). They must be that weight's run: one
+    summary row per epoch, and the seed, epochs, command and metrics its card states."""
+    import csv
+    import yaml
+    log = LOGS / name
+    rows = list(csv.DictReader((log / 'summary.csv').open()))
+    metrics = json.loads((log / 'metrics.json').read_text())
+    config = yaml.safe_load((log / 'config.yaml').read_text())
+    card = (CARDS / name / 'README.md').read_text()
+    assert [int(r['epoch']) for r in rows] == list(range(metrics['epochs']))
+    assert metrics['model'] == config['model'] == name.split('.')[0] and metrics['seed'] == config['seed']
+    assert f"- **Seed:** {metrics['seed']}\n" in card and f"- **Epochs:** {metrics['epochs']}" in card
+    assert metrics['command'] in card
+    # the card's metrics: the run's own last evaluation, or a later CPU evaluation of the same
+    # weights (metrics_cpu_eval.json, for weights trained on a GPU); the last summary row agrees
+    cpu_eval = log / 'metrics_cpu_eval.json'
+    published = json.loads(cpu_eval.read_text())['eval'] if cpu_eval.exists() else metrics['eval']
+    for set_name, res in _manifest()[name]['metrics'].items():
+        assert published[set_name]['top1'] == res['top1'], set_name
+        assert abs(float(rows[-1][f'{set_name}_top1']) - metrics['eval'][set_name]['top1']) < 1e-6
+        assert abs(metrics['eval'][set_name]['top1'] - res['top1']) <= 100 * 1.5 / res.get('n', 1000), set_name
+
+
 # ------------------------------------------------------------------------ the checker on a generated example
 
 @pytest.fixture(scope='module')
