@@ -1,0 +1,29 @@
+"""The installable package: a wheel built from this checkout carries every file the package needs
+at run time besides its Python modules (the CPU kernels' sources and headers, the weights manifest).
+Editable installs (CI) would not notice a file missing from ``package-data``."""
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_carries_kernel_sources_and_manifest(tmp_path):
+    # from a clean copy: setuptools reuses a checkout's build/ folder, stale files included
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, src / name)
+    shutil.copytree(REPO_ROOT / "mnzoo", src / "mnzoo", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path / "dist")], check=True, capture_output=True, text=True)
+    (wheel,) = (tmp_path / "dist").glob("mnzoo-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    needed = {"mnzoo/weights_manifest.json"} | {
+        str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "mnzoo" / "layers" / "csrc").iterdir()}
+    assert {"mnzoo/layers/csrc/mode_norm_cpu.cpp", "mnzoo/layers/csrc/passes.h"} <= needed
+    assert needed - names == set()
+    # the modules that load them are there too
+    assert {"mnzoo/layers/_cpu.py", "mnzoo/weights.py", "mnzoo/__init__.py"} <= names
