@@ -211,7 +211,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int64
     T *ap = a.data_ptr<T>(), *bp = b.data_ptr<T>(), *yp = y.data_ptr<T>();
     for (int64_t i = 0; i < n; ++i)
       coeff_row(gp + i * k, scale.data(), mup, mp + i * c, bb, c, k, ap + i * c, bp + i * c);
-    apply_map(xp, n, c, s, layout, ap, mp, bp, yp, layout == Layout::kRows && stream_rows<T>(y, s));
+    apply_map(xp, n, c, s, layout, ap, mp, bp, yp, stream_output<T>(y, s, layout));
   });
   return {y, m, v, a, g, mu, var, mass, nonfinite};
 }
@@ -239,7 +239,7 @@ std::tuple<Tensor, int64_t> eval_forward(
     const T *xp = x.const_data_ptr<T>(), *rmp = rm.const_data_ptr<T>();
     const T *gw = gate_w.const_data_ptr<T>(), *gbp = gate_b.const_data_ptr<T>();
     T *mp = m.data_ptr<T>(), *yp = y.data_ptr<T>();
-    const bool stream = layout == Layout::kRows && stream_rows<T>(y, s);
+    const bool stream = stream_output<T>(y, s, layout);
     at::parallel_for(0, n, sample_grain(c, s), [&](int64_t lo, int64_t hi) {
       std::vector<T> g(k), a(c), b(c), scratch(c);
       std::vector<double> z(k);
@@ -369,7 +369,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> train_backward(
     }
     // pass 2: gx = a gy + (2 d_v / S) (x - m) + d_m / S
     grad_input(gyp, xp, ap, mp, d_v.data(), d_m.data(), n, c, s, layout, gx.data_ptr<T>(),
-               layout == Layout::kRows && stream_rows<T>(gx, s));
+               stream_output<T>(gx, s, layout));
   });
   return {gx, d_gw, d_gb, d_w, d_b};
 }

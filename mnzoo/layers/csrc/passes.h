@@ -30,6 +30,13 @@ inline Tensor empty_in(const Tensor& x, Layout layout) {
       layout == Layout::kRows ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast));
 }
 
+// Whether the passes write out (y, gx) with streaming stores: NCHW rows only (rows.h,
+// stream_rows); the channels-last passes use plain stores.
+template <typename T>
+bool stream_output(const Tensor& out, int64_t s, Layout layout) {
+  return layout == Layout::kRows && stream_rows<T>(out, s);
+}
+
 // Samples per task in the channels-last passes (a task touches at least ~32k elements).
 inline int64_t sample_grain(int64_t c, int64_t s) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(c * s, 1)); }
 
@@ -102,8 +109,8 @@ void moments(const T* xp, int64_t n, int64_t c, int64_t s, Layout layout, T* m, 
     std::vector<T> blk(c);
     for (int64_t i = lo; i < hi; ++i) {
       const T* xs = xp + i * s * c;
-      const T* m_i = m + i * c;
-      sample_means(xs, c, s, layout, m + i * c, blk.data());
+      T* m_i = m + i * c;
+      sample_means(xs, c, s, layout, m_i, blk.data());
       plane_sum(s, c, v + i * c, blk.data(), [&](int64_t p, int64_t q) {
         const T d = xs[p * c + q] - m_i[q];
         return d * d;
