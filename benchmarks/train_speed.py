@@ -89,23 +89,20 @@ def main() -> None:
             batches = iter(loader)
             return next(batches)
 
-    setups = []
+    layouts = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+    convert = len(formats) > 1  # the loader's batches are NCHW then; each step converts its own
+    setups = []  # ((config label, format), model, optimiser)
     for fmt in formats:
         for label, name, kwargs in CONFIGS:
-            model = timm.create_model(name, num_classes=10, **kwargs)
-            if fmt == "channels_last":
-                model = model.to(memory_format=torch.channels_last)
-            model.train()
+            model = timm.create_model(name, num_classes=10, **kwargs).to(memory_format=layouts[fmt]).train()
             opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-            setups.append((label if len(formats) == 1 else f"{label}, {fmt}", model, opt))
-    convert = len(formats) > 1
+            setups.append(((label, fmt), model, opt))
 
-    def step(model, opt) -> tuple:
+    def step(key, model, opt) -> tuple:
         t0 = time.perf_counter()
         x, y, _ = next_batch()
         if convert:
-            x = x.contiguous(memory_format=torch.channels_last if model.conv1.weight.is_contiguous(
-                memory_format=torch.channels_last) else torch.contiguous_format)
+            x = x.contiguous(memory_format=layouts[key[1]])
         t1 = time.perf_counter()
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
@@ -113,14 +110,14 @@ def main() -> None:
         opt.step()
         return t1 - t0, time.perf_counter() - t0
 
-    for _, model, opt in setups:
+    for key, model, opt in setups:
         for _ in range(args.warmup):
-            step(model, opt)
-    times: Dict[str, List[tuple]] = {label: [] for label, _, _ in setups}
+            step(key, model, opt)
+    times: Dict[tuple, List[tuple]] = {key: [] for key, _, _ in setups}
     load_before = os.getloadavg()
     for _ in range(args.rounds):
-        for label, model, opt in setups:
-            times[label] += [step(model, opt) for _ in range(args.steps)]
+        for key, model, opt in setups:
+            times[key] += [step(key, model, opt) for _ in range(args.steps)]
     load_after = os.getloadavg()
 
     bs = args.batch_size
@@ -134,14 +131,12 @@ def main() -> None:
     print("| model | step (ms, median) | img/s | 50k-image epoch (s) | time vs BN | data share |"
           + (" time vs NCHW |" if convert else ""))
     print("|---|---|---|---|---|---|" + ("---|" if convert else ""))
-    for label, v in times.items():
-        share = statistics.median(d for d, _ in v) / med[label]
-        base, fmt = (label.rsplit(", ", 1) + [None])[:2] if convert else (label, None)
-        bn = med["BN" + (f", {fmt}" if fmt else "")]
-        print(f"| {label} | {1e3 * med[label]:.0f} | {bs / med[label]:.0f} | {50000 / (bs / med[label]):.0f} | "
-              f"{med[label] / bn:.2f} | {100 * share:.1f} % |"
-              + (f" {med[label] / med[f'{base}, nchw']:.2f} |" if convert and "nchw" in formats else
-                 (" – |" if convert else "")))
+    for (label, fmt), v in times.items():
+        t = med[label, fmt]
+        share = statistics.median(d for d, _ in v) / t
+        vs_nchw = (f" {t / med[label, 'nchw']:.2f} |" if "nchw" in formats else " – |") if convert else ""
+        print(f"| {f'{label}, {fmt}' if convert else label} | {1e3 * t:.0f} | {bs / t:.0f} | "
+              f"{50000 / (bs / t):.0f} | {t / med['BN', fmt]:.2f} | {100 * share:.1f} % |{vs_nchw}")
 
 
 if __name__ == "__main__":
