@@ -91,6 +91,31 @@ def test_mgn_on_cuda_matches_literal_algorithm():
     torch.testing.assert_close(x.grad.cpu(), x_ref.grad, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("kind", ["mn", "mgn"])
+def test_channels_last_on_cuda_keeps_layout_and_matches_literal_algorithm(kind):
+    """channels_last in, channels_last out (and gradient), with the oracle's values."""
+    if kind == "mn":
+        layer = _randomise(ModeNorm2d(6, 3).double()).to(DEV)
+        params = _mn_params(layer)
+    else:
+        layer = _randomise(ModeGroupNorm(6, 3).double()).to(DEV)
+        params = [layer.gate_weight, layer.gate_bias, layer.weight, layer.bias]
+    x_cpu = _input((5, 6, 4, 3))
+    x = x_cpu.to(DEV).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x_ref = x_cpu.clone().requires_grad_()
+    ref_params = [p.detach().cpu().clone() for p in params]
+    reference = mn_train_reference(x_ref, *ref_params, eps=layer.eps)[0] if kind == "mn" \
+        else mgn_reference(x_ref, *ref_params, eps=layer.eps)
+    upstream = torch.randn(x_cpu.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    y = layer(x)
+    (y * upstream.to(DEV)).sum().backward()
+    (reference * upstream).sum().backward()
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y.cpu(), reference, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(x.grad.cpu(), x_ref.grad, rtol=1e-8, atol=1e-10)
+
+
 def test_resnet20_mn_training_step_on_cuda_matches_cpu():
     """One SGD step of a whole network, fp32: CUDA and CPU agree on loss, gradients and buffers."""
     import timm

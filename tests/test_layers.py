@@ -143,6 +143,48 @@ def test_mode_norm_1d_matches_literal_algorithm(shape):
         layer(torch.randn(2, 4, 3, 3, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("case", ["mn-train", "mn-eval", "mn-no-grad-train", "mgn"])
+def test_channels_last_input_keeps_its_layout_and_matches_the_oracle(case):
+    """A channels_last input, as ``model.to(memory_format=torch.channels_last)`` gives, comes out
+    channels_last with the oracle's values, and so does its gradient, as with nn.BatchNorm2d."""
+    shape = (5, 6, 4, 3)
+    if case == "mgn":
+        layer = _randomise(ModeGroupNorm(6, 3).double())
+        params = [layer.gate_weight, layer.gate_bias, layer.weight, layer.bias]
+    else:
+        layer = _randomise(ModeNorm2d(6, 3).double())
+        params = _mn_params(layer)
+        with torch.no_grad():
+            layer.running_mean.copy_(torch.randn(3, 6, dtype=torch.float64))
+            layer.running_var.copy_(torch.rand(3, 6, dtype=torch.float64) + 0.5)
+        layer.train(case != "mn-eval")
+    x = _input(shape).contiguous(memory_format=torch.channels_last)
+    assert not x.is_contiguous()
+    x_ref = x.detach().contiguous().requires_grad_()
+    ref_params = [p.detach().clone() for p in params]
+    if case == "mgn":
+        y_ref = mgn_reference(x_ref, *ref_params, eps=layer.eps)
+    elif case == "mn-eval":
+        y_ref = mn_eval_reference(x_ref, *ref_params, layer.eps, layer.running_mean.clone(),
+                                  layer.running_var.clone())
+    else:
+        y_ref, _ = mn_train_reference(x_ref, *ref_params, eps=layer.eps)
+    upstream = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    (y_ref * upstream).sum().backward()
+
+    if case == "mn-no-grad-train":
+        with torch.no_grad():
+            y = layer(x)
+    else:
+        x.requires_grad_()
+        y = layer(x)
+        (y * upstream).sum().backward()
+        assert x.grad.is_contiguous(memory_format=torch.channels_last), "input gradient left channels_last"
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-8, atol=1e-10)
+    assert y.is_contiguous(memory_format=torch.channels_last), "output left channels_last"
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+
+
 def test_k1_is_batchnorm_outputs_grads_running_stats_and_eval():
     torch.manual_seed(0)
     mn, bn = ModeNorm2d(5, 1, momentum=0.2), nn.BatchNorm2d(5, momentum=0.2)

@@ -25,7 +25,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ._fused import _plain_ops_only
+from ._fused import _plain_ops_only, is_channels_last
 
 __all__ = ["build_cpu_kernels", "cpu_kernels_available"]
 
@@ -124,7 +124,7 @@ def use_cpu_kernels(x: Tensor, params: Sequence[Optional[Tensor]]) -> bool:
 def dense(x: Tensor) -> Tensor:
     """x in a layout the kernels take: a channels_last 4-D input stays channels_last (the
     kernels have passes for it, and y comes back in it), anything else is made contiguous."""
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if is_channels_last(x):
         return x
     return x.contiguous()
 

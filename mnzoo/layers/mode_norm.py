@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ._cpu import NO_RUNNING, cpu_mode_norm_eval, cpu_mode_norm_train, needs_grad, use_cpu_kernels
-from ._fused import _affine, _checks_enabled, _FusedAffineNorm, _moments, _use_fused
+from ._fused import _affine, _checks_enabled, _FusedAffineNorm, _moments, _spatial_mean, _use_fused
 from .functional import (
     MIN_MODE_MASS,
     Reducer,
@@ -207,12 +207,11 @@ class ModeNorm2d(_NormBase):
                     if nonfinite:
                         self._raise_nonfinite()
                 else:
-                    x3 = xc.reshape(x.shape[0], x.shape[1], -1)
-                    m = x3.mean(2)
+                    m = _spatial_mean(xc)
                     self._check_stats(m)
                     a, b, *_ = mode_norm_coefficients(m, None, *params, eps=self.eps,
                                                       mode_mean=rm, mode_var=rv)
-                    y = _affine(x3, a, b).view(x.shape)
+                    y = _affine(xc, a, b)
         return _as(y, in_dtype)
 
     def _forward_cpu_kernels(self, x: Tensor, params: List[Optional[Tensor]], update: bool) -> Tensor:
@@ -245,11 +244,10 @@ class ModeNorm2d(_NormBase):
 
         if _use_fused(x, params) and reduce is _identity:
             return _FusedAffineNorm.apply(coeff_fn, coeff_bwd, self._check_stats, x, *params)
-        x3 = x.reshape(x.shape[0], x.shape[1], -1)
-        m, v = _moments(x3)
+        m, v = _moments(x)
         self._check_stats(m, v)
         a, b, mu, var, mass, g = coeff_fn(m, v, params)
-        return _affine(x3, a, b).view(x.shape), mu, var, mass, g
+        return _affine(x, a, b), mu, var, mass, g
 
     def _next_momentum(self) -> float:
         """The running-average weight of the batch about to be counted (cumulative when
@@ -349,9 +347,8 @@ class ModeGroupNorm(_NormBase):
             if _use_fused(xc, params):
                 y, _g = _FusedAffineNorm.apply(coeff_fn, None, self._check_stats, xc, *params)
             else:
-                x3 = xc.reshape(x.shape[0], x.shape[1], -1)
-                m, v = _moments(x3)
+                m, v = _moments(xc)
                 self._check_stats(m, v)
                 a, b, _g = coeff_fn(m, v, params)
-                y = _affine(x3, a, b).view(x.shape)
+                y = _affine(xc, a, b)
         return _as(y, in_dtype)
