@@ -250,6 +250,7 @@ def test_default_cfgs():
     published = set(W.published())
     expect_tags = {'lenet': ['multidomain'], 'resnet18': ['in1k']}
     small_batch = {'lenet_gn', 'lenet_mgn'}  # Table 2 models: the N=8 tag comes first (their default)
+    short_schedule = {'resnet20_bn', 'resnet20_mn'}  # + the 40-epoch weights; cifar10 stays the default
     for arch in EXPECTED_NAMES:
         cfgs = timm.models.get_arch_pretrained_cfgs(arch)
         tags = [n.split('.', 1)[1] for n in cfgs]
@@ -257,6 +258,9 @@ def test_default_cfgs():
         if arch in small_batch:
             assert tags[0] == 'multidomain_n8', arch
             expected = ['multidomain_n8'] + expected
+        if arch in short_schedule:
+            assert tags[0] == 'cifar10', arch
+            expected = expected + ['cifar10_40ep']
         assert sorted(tags) == sorted(expected)
         for full, cfg in cfgs.items():
             assert cfg.paper_ids == 'arXiv:1810.05466' and cfg.license

@@ -200,6 +200,26 @@ def test_card_reads_only_the_runs_results():
     assert 'No measured results were supplied' in empty and 'model-index' not in empty
 
 
+def test_card_of_a_weight_on_another_schedule():
+    """A schedule tag (cifar10_40ep) names its schedule in the card and the README table, keeps the
+    dataset's own name and Hub id in the model-index, and compares with the paper rows of its data."""
+    from mnzoo.hub.card import dataset_label, parse_front_matter, render_card
+    m = {'eval': {'test-lossless-1k': {'top1': 90.6, 'top5': 99.9}}, 'epochs': 40}
+    card = render_card(name='resnet20_mn.cifar10_40ep', num_params=1, num_modes=2, sha256='0' * 64,
+                       file_size=1, pretrained_cfg={}, metrics=m)
+    assert '`resnet20_mn` trained on CIFAR-10 (40-epoch schedule), from' in card
+    assert '| Table 4 |' in card and '7.99' in card  # the paper's 160-epoch CIFAR-10 row
+    fm, _ = parse_front_matter(card)
+    assert fm['datasets'] == ['cifar10']
+    assert fm['model-index'][0]['results'][0]['dataset']['name'] == 'CIFAR-10: test-lossless-1k'
+    assert dataset_label('cifar10_40ep') == 'CIFAR-10 (40-epoch schedule)'
+    assert dataset_label('cifar10') == 'CIFAR-10' and dataset_label('unknown') == 'unknown'
+    # the paper-schedule tag itself has no schedule note
+    card10 = render_card(name='resnet20_mn.cifar10', num_params=1, num_modes=2, sha256='0' * 64,
+                         file_size=1, pretrained_cfg={}, metrics=m)
+    assert '`resnet20_mn` trained on CIFAR-10, from' in card10 and '7.99' in card10
+
+
 def test_card_of_a_small_batch_mgn_weight():
     """MGN cards name the layer, say it keeps no running statistics, show the partial last epoch
     of an update-based schedule, and cite the Table 2 row."""

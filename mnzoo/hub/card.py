@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
-__all__ = ['PAPER_RESULTS', 'BIBTEX', 'DATASETS', 'load_metrics', 'eval_sets', 'paper_rows', 'render_card',
-           'parse_front_matter']
+__all__ = ['PAPER_RESULTS', 'BIBTEX', 'DATASETS', 'SCHEDULE_TAGS', 'load_metrics', 'eval_sets', 'dataset_label',
+           'paper_rows', 'render_card', 'parse_front_matter']
 
 PAPER = 'Mode Normalization (Deecke, Murray & Bilen, ICLR 2019, arXiv:1810.05466)'
 
@@ -30,6 +30,7 @@ BIBTEX = """@inproceedings{deecke2019mode,
 #: tag -> (Hub dataset ids for the front matter, human name)
 DATASETS: Dict[str, Tuple[List[str], str]] = {
     'cifar10': (['cifar10'], 'CIFAR-10'),
+    'cifar10_40ep': (['cifar10'], 'CIFAR-10'),
     'cifar100': (['cifar100'], 'CIFAR-100'),
     'multidomain': (['mnist', 'cifar10', 'fashion_mnist'], 'multi-domain (MNIST + CIFAR-10 + Fashion-MNIST)'),
     'multidomain_n8': (['mnist', 'cifar10', 'fashion_mnist'],
@@ -38,6 +39,10 @@ DATASETS: Dict[str, Tuple[List[str], str]] = {
     'mnist': (['mnist'], 'MNIST'),
     'fashion_mnist': (['fashion_mnist'], 'Fashion-MNIST'),
 }
+
+#: tags that name another training schedule on a tag's data -> (that tag, the schedule); their cards
+#: compare with that tag's paper rows
+SCHEDULE_TAGS: Dict[str, Tuple[str, str]] = {'cifar10_40ep': ('cifar10', '40-epoch schedule')}
 
 # Paper numbers, as test error (%) = 100 - top-1 accuracy; (value, std or None, where, setting).
 # Keys are '<arch>.<tag>'; LeNet MN rows are keyed by K as well.
@@ -123,9 +128,16 @@ def _first(metrics: Mapping[str, Any], *keys: str) -> Any:
     return None
 
 
+def dataset_label(tag: str) -> str:
+    """The human name of a tag's training data, with the schedule where the tag names one."""
+    name = DATASETS.get(tag, ([], tag))[1]
+    return f'{name} ({SCHEDULE_TAGS[tag][1]})' if tag in SCHEDULE_TAGS else name
+
+
 def paper_rows(name: str, num_modes: Optional[int]) -> List[Dict[str, Any]]:
     """Paper results for ``<arch>.<tag>`` (matching K where the paper varies it)."""
-    rows = PAPER_RESULTS.get(name, [])
+    arch, _, tag = name.partition('.')
+    rows = PAPER_RESULTS.get(f'{arch}.{SCHEDULE_TAGS.get(tag, (tag,))[0]}', [])
     return [r for r in rows if r['num_modes'] is None or num_modes is None or r['num_modes'] == num_modes]
 
 
@@ -245,7 +257,7 @@ def render_card(
               else 'none (no Mode Normalization layers; a baseline)')
 
     out: List[str] = ['---', yaml.safe_dump(fm, sort_keys=False).rstrip(), '---', '', f'# {name}', '']
-    out += [f'`{arch}` trained on {ds_name}, from the mnzoo model zoo for {PAPER}.', '']
+    out += [f'`{arch}` trained on {dataset_label(tag)}, from the mnzoo model zoo for {PAPER}.', '']
     if notes:
         out += [notes.strip(), '']
     out += ['## Model details', '',

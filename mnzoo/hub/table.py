@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 from ..weights import get_entry, published
-from .card import DATASETS
+from .card import dataset_label
 
 __all__ = ['model_table']
 
@@ -28,9 +28,8 @@ def model_table(link_prefix: str = 'weights_cards', include_unpublished: bool = 
             continue
         e = get_entry(name)
         top1 = '; '.join(f'{v["top1"]:.2f} ({k})' for k, v in e.metrics.items() if 'top1' in v) or '–'
-        ds = DATASETS.get(tag, ([], tag))[1]
         k: Optional[int] = e.extra.get('num_modes')
-        rows.append(f'| `{name}` | {e.num_params:,} | {k or "–"} | {ds} | {top1} | '
+        rows.append(f'| `{name}` | {e.num_params:,} | {k or "–"} | {dataset_label(tag)} | {top1} | '
                     f'[card]({link_prefix}/{name}/README.md) |')
         done.add(arch)
     if include_unpublished:

@@ -170,7 +170,9 @@ def _cfg(arch: str, tag: str) -> Dict[str, Any]:
 _ARCHS = tuple(f'resnet{d}_{n}' for d in (20, 56) for n in ('bn', 'mn', 'gn', 'mgn'))
 
 default_cfgs = generate_default_cfgs({
-    f'{arch}.{tag}': _cfg(arch, tag) for arch in _ARCHS for tag in ('cifar10', 'cifar100')
+    **{f'{arch}.{tag}': _cfg(arch, tag) for arch in _ARCHS for tag in ('cifar10', 'cifar100')},
+    # the first ResNet20 weights: the paper's recipe on a 40-epoch schedule (kept loadable by name)
+    **{f'resnet20_{n}.cifar10_40ep': _cfg(f'resnet20_{n}', 'cifar10_40ep') for n in ('bn', 'mn')},
 })
 
 
