@@ -30,7 +30,6 @@ BIBTEX = """@inproceedings{deecke2019mode,
 #: tag -> (Hub dataset ids for the front matter, human name)
 DATASETS: Dict[str, Tuple[List[str], str]] = {
     'cifar10': (['cifar10'], 'CIFAR-10'),
-    'cifar10_40ep': (['cifar10'], 'CIFAR-10'),
     'cifar100': (['cifar100'], 'CIFAR-100'),
     'multidomain': (['mnist', 'cifar10', 'fashion_mnist'], 'multi-domain (MNIST + CIFAR-10 + Fashion-MNIST)'),
     'multidomain_n8': (['mnist', 'cifar10', 'fashion_mnist'],
@@ -128,9 +127,15 @@ def _first(metrics: Mapping[str, Any], *keys: str) -> Any:
     return None
 
 
+def _dataset(tag: str) -> Tuple[List[str], str]:
+    """(Hub dataset ids, human name) of a tag's training data; a schedule tag has its data tag's."""
+    data_tag = SCHEDULE_TAGS.get(tag, (tag,))[0]
+    return DATASETS.get(data_tag, ([], data_tag))
+
+
 def dataset_label(tag: str) -> str:
     """The human name of a tag's training data, with the schedule where the tag names one."""
-    name = DATASETS.get(tag, ([], tag))[1]
+    name = _dataset(tag)[1]
     return f'{name} ({SCHEDULE_TAGS[tag][1]})' if tag in SCHEDULE_TAGS else name
 
 
@@ -245,7 +250,7 @@ def render_card(
 ) -> str:
     """The README.md model card for one exported weight ``<arch>.<tag>``."""
     arch, _, tag = name.partition('.')
-    ds_ids, ds_name = DATASETS.get(tag, ([], tag))
+    ds_ids, ds_name = _dataset(tag)
     sets = eval_sets(metrics)
     norm = arch.rsplit('_', 1)[-1]
     tags = ['image-classification', 'timm', 'mnzoo', 'mode-normalization', f'norm-{norm}', 'arxiv:1810.05466']
