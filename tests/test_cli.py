@@ -102,7 +102,9 @@ def test_info_json(capsys):
     assert main(['info', 'resnet20_mn.cifar10', '--json']) == 0
     info = json.loads(capsys.readouterr().out)
     assert info['num_params'] == 274084 and info['num_modes'] == 2
-    assert info['tags'] == ['cifar10', 'cifar100'] and info['input_size'] == [3, 32, 32]
+    # the data tags, plus the 40-epoch schedule tag that keeps the short-schedule weights
+    assert info['tags'] == ['cifar10', 'cifar100', 'cifar10_40ep'] and info['input_size'] == [3, 32, 32]
+    assert sorted(info['published']) == ['resnet20_mn.cifar10', 'resnet20_mn.cifar10_40ep']
 
 
 def test_unknown_name_is_one_clear_line(capsys):
