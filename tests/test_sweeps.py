@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +56,57 @@ def test_mean_and_sample_std_over_seeds_and_block_update(tmp_path, summarize):
     assert "old" not in text and "18.00 ± 2.00" in text
     with pytest.raises(ValueError, match="table3"):
         summarize.update_block(text, "table3", table)
+
+
+SHARED_1K = ROOT.parent / "shared" / "data" / "cifar10" / "test-lossless-1k.tar"
+SWEEP_160 = ROOT / "training" / "sweeps" / "resnet20_cifar10_160.sh"
+
+
+@pytest.mark.skipif(not SHARED_1K.is_file(), reason="shared data (../shared/data) not present")
+def test_resnet20_160_script_trains_both_and_publishes_their_cards(tmp_path):
+    """resnet20_cifar10_160.sh: `train` runs MN and BN with the paper recipe (here on 64 real
+    CIFAR-10 images for 2 epochs), a second `train` skips finished runs, and `publish` writes
+    cards whose numbers are the runs' metrics.json, manifest entries and the logs."""
+    import torch
+    from safetensors.torch import load_file
+
+    out, weights, logs = tmp_path / "runs", tmp_path / "weights", tmp_path / "logs"
+    manifest = tmp_path / "manifest.json"
+    shutil.copy(ROOT / "mnzoo" / "weights_manifest.json", manifest)
+    data = f"cifar10={SHARED_1K}"
+    env = {**os.environ, "WEIGHTS": str(weights), "LOGS": str(logs), "MNZOO_MANIFEST": str(manifest),
+           "TRAIN_ARGS": f"--train-data {data} --train-subset 64 --eval-data test-lossless-1k:{data} "
+                         f"--eval-subset 100 --batch-size 32 --epochs 2 --decay-milestones 1 "
+                         f"--cache-dir {tmp_path / 'cache'}"}
+
+    def sweep(*args, ok=True):
+        proc = subprocess.run(["bash", str(SWEEP_160), *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=900)
+        assert (proc.returncode == 0) == ok, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+    r = sweep("publish", str(out), ok=False)
+    assert "not finished" in r.stderr
+    sweep("train", str(out))
+    assert "skip resnet20_mn-cifar10-160ep-s0 (done)" in sweep("train", str(out)).stdout
+    sweep("publish", str(out))
+
+    entries = json.loads(manifest.read_text())
+    for m in ("mn", "bn"):
+        run = out / f"resnet20_{m}-cifar10-160ep-s0"
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["seed"] == 0 and metrics["epochs"] == 2
+        assert "--channels-last" in metrics["command"] and "--threads 1" in metrics["command"]
+        name = f"resnet20_{m}.cifar10"
+        folder = weights / name
+        card = (folder / "README.md").read_text()
+        top1 = metrics["eval"]["test-lossless-1k"]["top1"]
+        assert f"| test-lossless-1k | {top1:.2f} |" in card
+        assert "the paper's 160 epochs" in card and f"resnet20_{m}.cifar10_40ep" in card
+        assert ("MN with K=2" in card) == (m == "mn")
+        config = json.loads((folder / "config.json").read_text())
+        assert entries[name]["sha256"] == config["mnzoo"]["sha256"] != "0" * 64
+        ckpt = torch.load(run / "last.pth.tar", map_location="cpu", weights_only=False)  # our own run
+        published = load_file(folder / "model.safetensors")
+        assert all(published[k].equal(v) for k, v in ckpt["state_dict"].items())
+        assert sorted(p.name for p in (logs / name).iterdir()) == ["config.yaml", "metrics.json", "summary.csv"]
