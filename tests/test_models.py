@@ -198,6 +198,73 @@ def test_features_only(name):
     assert o.shape[1] == info.channels()[1]
 
 
+def _hooked_features(model, x):
+    """The outputs of the modules named in ``feature_info``, caught by forward hooks on a plain
+    forward pass: an account of the feature maps that does not go through forward_intermediates."""
+    caught = []
+    hooks = [model.get_submodule(i['module']).register_forward_hook(lambda m, a, out: caught.append(out.clone()))
+             for i in model.feature_info]
+    with torch.no_grad():
+        logits = model(x)
+    for h in hooks:
+        h.remove()
+    return logits, caught
+
+
+@pytest.mark.parametrize('name', ['resnet20_mn', 'resnet56_mgn', 'vgg13_cifar_mn', 'nin_bn', 'lenet_mn'])
+def test_forward_intermediates_and_pruning_follow_timm(name):
+    """timm's forward_intermediates / prune_intermediate_layers contract, and
+    features_only=True, feature_cls='getter' built on it (as for timm's own models)."""
+    torch.manual_seed(0)
+    model = timm.create_model(name).eval()
+    x = torch.randn(3, 3, 32, 32)
+    logits, hooked = _hooked_features(model, x)
+    n = len(model.feature_info)
+    with torch.no_grad():
+        final, inter = model.forward_intermediates(x)
+        assert len(inter) == n and all(torch.equal(a, b) for a, b in zip(inter, hooked))
+        assert torch.equal(model.forward_head(final), logits)
+        last2 = model.forward_intermediates(x, indices=2, intermediates_only=True)
+        assert [t.shape for t in last2] == [t.shape for t in hooked[-2:]]
+        (first,) = model.forward_intermediates(x, indices=[0], intermediates_only=True)
+        assert torch.equal(first, hooked[0])
+    with pytest.raises(ValueError, match='NCHW'):
+        model.forward_intermediates(x, output_fmt='NHWC')
+    with pytest.raises(AssertionError, match='out of range'):
+        model.forward_intermediates(x, indices=[n])
+
+    getter = timm.create_model(name, features_only=True, feature_cls='getter', out_indices=(0, 1))
+    inner = getter.model  # timm's FeatureGetterNet holds the pruned model
+    inner.load_state_dict({k: v for k, v in model.state_dict().items() if k in inner.state_dict()})
+    with torch.no_grad():
+        outs = getter.eval()(x)
+    assert [torch.equal(a, b) for a, b in zip(outs, hooked[:2])] == [True, True]
+    assert getter.feature_info.channels() == [i['num_chs'] for i in model.feature_info[:2]]
+    kept = set(inner.state_dict())
+    assert kept < set(model.state_dict()) and not any(k.startswith(('fc.', 'head.fc.')) for k in kept)
+
+    assert model.prune_intermediate_layers([0]) == [0]
+    assert model.num_features == model.feature_info[0]['num_chs']
+    with torch.no_grad():
+        final, (only,) = model.forward_intermediates(x, indices=[0])
+        assert torch.equal(only, hooked[0]) and torch.equal(model.forward_head(final), hooked[0])
+
+
+def test_forward_intermediates_with_grad_checkpointing():
+    torch.manual_seed(0)
+    model = timm.create_model('resnet20_mn').eval()
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    _, plain = model.forward_intermediates(x)
+    model.set_grad_checkpointing(True)
+    calls = []
+    model.layer2[0].register_forward_pre_hook(lambda *a: calls.append(1))  # a pre-hook: recompute may stop early
+    final, ckpt = model.forward_intermediates(x)
+    assert all(torch.equal(a, b) for a, b in zip(plain, ckpt)) and len(calls) == 1
+    final.sum().backward()
+    assert len(calls) == 2  # the block ran again in backward: checkpointed
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 def test_resnet_cifar_and_vgg_feature_maps():
     # widths 16/32/64 at strides 1/2/4 (He et al.); VGG13 stages 64..512 down to 1x1 on 32 px
     r = timm.create_model('resnet56_mn', features_only=True)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from typing import Any, Callable, Dict, Optional, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import nn
@@ -45,6 +45,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, GroupNorm, GroupNorm1, get_device_dtype
 from timm.models import build_model_with_cfg, get_arch_pretrained_cfgs
 from timm.models._builder import resolve_pretrained_cfg
+from timm.models._features import feature_take_indices
 
 from ..layers import ModeGroupNorm, ModeNorm1d, ModeNorm2d
 from .. import weights as _weights
@@ -54,7 +55,7 @@ __all__ = [
     'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD', 'MULTIDOMAIN_MEAN', 'MULTIDOMAIN_STD',
     'CIFAR10_LABELS', 'CIFAR100_LABELS', 'MNIST_LABELS', 'SVHN_LABELS', 'FASHION_MNIST_LABELS',
     'MULTIDOMAIN_DOMAINS', 'MULTIDOMAIN_LABELS', 'DATASET_CFGS',
-    'resolve_num_modes', 'get_norm_layer', 'mn_cfg', 'build_mn_model', 'StagesHeadMixin',
+    'resolve_num_modes', 'get_norm_layer', 'mn_cfg', 'build_mn_model', 'IntermediatesMixin', 'StagesHeadMixin',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -301,9 +302,79 @@ def build_mn_model(
     )
 
 
-class StagesHeadMixin:
+class IntermediatesMixin:
+    """timm's ``forward_intermediates`` / ``prune_intermediate_layers`` for a trunk made of parts,
+    one per ``feature_info`` entry, whose composition is ``forward_features``.
+
+    timm's ``features_only=True, feature_cls='getter'`` wraps a model through these two methods, and
+    code that wants several feature maps calls ``forward_intermediates`` directly, as for timm's own
+    models. A family supplies ``_feature_parts()`` and ``_drop_parts_after(index)``; ``_prune_head``
+    defaults to ``reset_classifier(0, '')`` (no pooling, no classifier), as timm's ResNet does.
+    """
+
+    feature_info: List[Dict[str, Any]]
+
+    def _feature_parts(self) -> List[Callable[[torch.Tensor], torch.Tensor]]:
+        raise NotImplementedError
+
+    def _drop_parts_after(self, index: int) -> None:
+        raise NotImplementedError
+
+    def _prune_head(self) -> None:
+        self.reset_classifier(0, '')
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, Sequence[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """The trunk's output and the outputs of the parts in ``indices`` (timm's convention: None
+        for all, n for the last n, a sequence for those, negative counting from the end).
+
+        ``norm`` is accepted for timm's API; these models have no norm after the trunk. With
+        ``stop_early`` (or ``intermediates_only``) the parts after the last index do not run.
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f'{type(self).__name__}.forward_intermediates: output_fmt must be NCHW, '
+                             f'got {output_fmt!r}')
+        parts = self._feature_parts()
+        take, max_index = feature_take_indices(len(parts), indices)
+        if stop_early or intermediates_only:
+            parts = parts[:max_index + 1]
+        intermediates = []
+        for i, part in enumerate(parts):
+            x = part(x)
+            if i in take:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, Sequence[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the parts after the last of ``indices`` and, with ``prune_head`` or when parts were
+        dropped, the classifier; returns the absolute indices kept (``prune_norm`` has nothing to do)."""
+        n_parts = len(self._feature_parts())
+        take, max_index = feature_take_indices(n_parts, indices)
+        if max_index < n_parts - 1:
+            self._drop_parts_after(max_index)
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+            prune_head = True
+        if prune_head:
+            self._prune_head()
+        return take
+
+
+class StagesHeadMixin(IntermediatesMixin):
     """timm's model contract for a ``stages`` trunk followed by a timm ``ClassifierHead`` ``head``
-    (shared by the NIN and CIFAR-VGG families; ``group_matcher`` stays with each family)."""
+    (shared by the NIN and CIFAR-VGG families; ``group_matcher`` stays with each family). Each
+    stage is one ``feature_info`` entry."""
 
     stages: nn.Sequential
     head: ClassifierHead
@@ -328,6 +399,12 @@ class StagesHeadMixin:
         """New classifier with ``num_classes`` outputs (0: identity); keeps the pooling unless given."""
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool, **get_device_dtype(self))
+
+    def _feature_parts(self) -> List[Callable[[torch.Tensor], torch.Tensor]]:
+        return list(self.stages)
+
+    def _drop_parts_after(self, index: int) -> None:
+        self.stages = self.stages[:index + 1]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x)

@@ -21,14 +21,14 @@ Paper: Mode Normalization, Deecke, Murray & Bilen, ICLR 2019 (arXiv:1810.05466).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 from timm.layers import get_device_dtype
 from timm.models import generate_default_cfgs, register_model
 
-from ._builder import NORMS, build_mn_model, get_norm_layer, mn_cfg, resolve_num_modes
+from ._builder import NORMS, IntermediatesMixin, build_mn_model, get_norm_layer, mn_cfg, resolve_num_modes
 
 __all__ = ['LeNet']
 
@@ -40,11 +40,12 @@ def _to_hw(img_size: Union[int, Tuple[int, int]]) -> Tuple[int, int]:
     return int(h), int(w)
 
 
-class LeNet(nn.Module):
+class LeNet(IntermediatesMixin, nn.Module):
     """LeNet-5 with a norm after both convs and both hidden FC layers.
 
     ``forward_features`` returns the (N, 16, 5, 5) conv map; ``forward_head(pre_logits=True)`` the
-    84 hidden features; ``feature_info`` lists the two conv stages for ``features_only=True``.
+    84 hidden features; ``feature_info`` lists the two conv stages for ``features_only=True`` and
+    ``forward_intermediates``.
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class LeNet(nn.Module):
             raise ValueError(f'LeNet: img_size={self.img_size} is too small (needs at least 16x16)')
         self.stages = nn.Sequential(*stages)
         self.feature_size = (h, w)
+        self.check_feature_size = True  # off once prune_intermediate_layers drops the hidden FC layers
 
         self.num_features = c2
         self.head_hidden_size = f2
@@ -139,11 +141,26 @@ class LeNet(nn.Module):
         self.fc = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
         self.fc.train(self.training)
 
+    def _feature_parts(self) -> List[Callable[[torch.Tensor], torch.Tensor]]:
+        return list(self.stages)
+
+    def _drop_parts_after(self, index: int) -> None:
+        self.stages = self.stages[:index + 1]
+
+    def _prune_head(self) -> None:
+        """Drop the classifier; the hidden FC layers go too when stages were dropped (they take the
+        last stage's fixed-size map), and ``forward_head`` then returns its input."""
+        self.reset_classifier(0)
+        if len(self.stages) < len(self.feature_info):
+            self.pre_logits = nn.Identity()
+            self.head_hidden_size = self.num_features
+            self.check_feature_size = False
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if x.shape[-2] != self.feature_size[0] or x.shape[-1] != self.feature_size[1]:
+        if self.check_feature_size and (x.shape[-2] != self.feature_size[0] or x.shape[-1] != self.feature_size[1]):
             raise ValueError(
                 f'LeNet was built for img_size={self.img_size} (a {self.feature_size} feature map) but got a '
                 f'{x.shape[-2]}x{x.shape[-1]} feature map; build it with img_size=<input size>')

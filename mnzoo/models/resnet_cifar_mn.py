@@ -12,7 +12,8 @@ Paper: Mode Normalization, Deecke, Murray & Bilen, ICLR 2019 (arXiv:1810.05466).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import functools
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,16 +22,17 @@ from timm.layers import DropPath, create_classifier, get_device_dtype
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, downsample_conv
 
-from ._builder import build_mn_model, get_norm_layer, mn_cfg, resolve_num_modes
+from ._builder import IntermediatesMixin, build_mn_model, get_norm_layer, mn_cfg, resolve_num_modes
 
 __all__ = ['CifarResNet']
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(IntermediatesMixin, nn.Module):
     """CIFAR ResNet: 3x3 stem, three stages of basic blocks, global pool and linear classifier.
 
     ``forward_features`` returns the (N, 64, H/4, W/4) map of the last stage. ``feature_info`` lists
-    the stem and the three stages (reductions 1, 1, 2, 4) for ``features_only=True``.
+    the stem and the three stages (reductions 1, 1, 2, 4) for ``features_only=True`` and
+    ``forward_intermediates``.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class CifarResNet(nn.Module):
             self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=name))
 
         self.num_features = self.head_hidden_size = in_chs
+        self._num_feature_parts = len(self.feature_info)  # fewer after prune_intermediate_layers
         self.global_pool, self.fc = create_classifier(in_chs, num_classes, pool_type=global_pool, **dd)
         self.init_weights(zero_init_last=zero_init_last)
 
@@ -138,8 +141,22 @@ class CifarResNet(nn.Module):
         self.global_pool.train(self.training)
         self.fc.train(self.training)
 
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act1(self.bn1(self.conv1(x)))
+
+    def _feature_parts(self) -> List[Callable[[torch.Tensor], torch.Tensor]]:
+        layers: List[Callable[[torch.Tensor], torch.Tensor]] = [self.layer1, self.layer2, self.layer3]
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            layers = [functools.partial(checkpoint_seq, layer) for layer in layers]
+        return [self._stem, *layers][:self._num_feature_parts]
+
+    def _drop_parts_after(self, index: int) -> None:
+        for i in range(index + 1, 4):  # part i >= 1 is layer<i>; empty, so forward_features still runs
+            setattr(self, f'layer{i}', nn.Sequential())
+        self._num_feature_parts = index + 1
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act1(self.bn1(self.conv1(x)))
+        x = self._stem(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq([self.layer1, self.layer2, self.layer3], x, flatten=True)
         else:
