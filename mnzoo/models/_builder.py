@@ -312,7 +312,7 @@ class IntermediatesMixin:
     defaults to ``reset_classifier(0, '')`` (no pooling, no classifier), as timm's ResNet does.
     """
 
-    feature_info: List[Dict[str, Any]]
+    # no class-level annotations here: TorchScript would try to resolve them on the model
 
     def _feature_parts(self) -> List[Callable[[torch.Tensor], torch.Tensor]]:
         raise NotImplementedError
@@ -375,10 +375,6 @@ class StagesHeadMixin(IntermediatesMixin):
     """timm's model contract for a ``stages`` trunk followed by a timm ``ClassifierHead`` ``head``
     (shared by the NIN and CIFAR-VGG families; ``group_matcher`` stays with each family). Each
     stage is one ``feature_info`` entry."""
-
-    stages: nn.Sequential
-    head: ClassifierHead
-    num_classes: int
 
     def _init_weights(self) -> None:
         """He init for convs (fan_out); norms and the classifier keep their own init."""
