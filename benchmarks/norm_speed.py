@@ -3,8 +3,11 @@
 Prints one table of medians measured in a single run; every row is also given as a ratio to
 nn.BatchNorm2d on the same shape, timed interleaved with it, so a busy machine still gives stable
 ratios. "MN K=2 torch-ops" is the same layer with the fused CPU kernels turned off
-(MNZOO_CPU_KERNELS=0 for that call), i.e. the path CUDA and torch.compile use.
+(MNZOO_CPU_KERNELS=0 for that call), i.e. the path CUDA and torch.compile use. With
+--device cuda every MN row is that path (the torch-ops rows are left out) and each timing is
+bracketed by torch.cuda.synchronize().
 Usage: python benchmarks/norm_speed.py [--reps 15] [--threads 2] [--quick | --network-only]
+       [--channels-last] [--device cuda]
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import copy
 import os
 import statistics
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -69,9 +72,14 @@ class LiteralModeNorm(nn.Module):
         return out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
-def _once(fn: Callable[[], None]) -> float:
+def _once(fn: Callable[[], None], device: torch.device = torch.device("cpu")) -> float:
+    """Seconds one call of fn takes; on CUDA the queued kernels are waited for on both sides."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - t0
 
 
@@ -108,21 +116,24 @@ def layer_steps(layers: Dict[str, nn.Module], x: Tensor, gy: Tensor
             for n, l in layers.items()}
 
 
-def bench_layers(reps: int, quick: bool, memory_format: torch.memory_format = torch.contiguous_format) -> None:
+def bench_layers(reps: int, quick: bool, memory_format: torch.memory_format = torch.contiguous_format,
+                 device: torch.device = torch.device("cpu")) -> None:
     print(f"{'shape':<34}{'layer':<16}{'train ms':>10}{'x BN':>8}{'eval ms':>10}{'x BN':>8}")
     shapes = SHAPES[:3] if quick else SHAPES
     summary: Dict[str, List[float]] = {}
     for label, shape in shapes:
         torch.manual_seed(0)
-        x = torch.randn(shape).contiguous(memory_format=memory_format)
-        gy = torch.randn(shape).contiguous(memory_format=memory_format)
+        x = torch.randn(shape, device=device).contiguous(memory_format=memory_format)
+        gy = torch.randn(shape, device=device).contiguous(memory_format=memory_format)
         c = shape[1]
         layers: Dict[str, nn.Module] = {"BatchNorm2d": nn.BatchNorm2d(c)}
         for k in (1, 2, 4, 6):
             layers[f"MN K={k}"] = ModeNorm2d(c, k)
-        layers["MN K=2" + TORCH_OPS] = ModeNorm2d(c, 2)
+        if device.type == "cpu":  # on CUDA the rows above already take the torch-op path
+            layers["MN K=2" + TORCH_OPS] = ModeNorm2d(c, 2)
         layers["literal K=2"] = LiteralModeNorm(c, 2)
         layers["literal K=6"] = LiteralModeNorm(c, 6)
+        layers = {n: layer.to(device) for n, layer in layers.items()}
         # interleave: each round times every layer once, so drifts hit all rows alike
         train: Dict[str, List[float]] = {n: [] for n in layers}
         evals: Dict[str, List[float]] = {n: [] for n in layers}
@@ -133,8 +144,8 @@ def bench_layers(reps: int, quick: bool, memory_format: torch.memory_format = to
             for n, (tr, ev) in steps.items():
                 if n.startswith("literal") and len(train[n]) >= max(3, reps // 3):
                     continue  # the literal loop is slow; a few samples give its median
-                train[n].append(_once(tr))
-                evals[n].append(_once(ev))
+                train[n].append(_once(tr, device))
+                evals[n].append(_once(ev, device))
         med_t = {n: statistics.median(v) for n, v in train.items()}
         med_e = {n: statistics.median(v) for n, v in evals.items()}
         for n in layers:
@@ -153,26 +164,29 @@ def bench_layers(reps: int, quick: bool, memory_format: torch.memory_format = to
     print("Median over shapes:")
     for key in ("train MN K=2", "eval MN K=2", "train MN K=2" + TORCH_OPS, "eval MN K=2" + TORCH_OPS,
                 "K=6 / K=2 train", "K=6 / K=2 train, paired", "literal / ours, K=6 train"):
-        print(f"  {key:<28}{statistics.median(summary[key]):>8.2f}")
+        if key in summary:
+            print(f"  {key:<28}{statistics.median(summary[key]):>8.2f}")
 
 
-def bench_network(reps: int, memory_format: torch.memory_format = torch.contiguous_format) -> None:
+def bench_network(reps: int, memory_format: torch.memory_format = torch.contiguous_format,
+                  device: torch.device = torch.device("cpu")) -> None:
     import timm
     import mnzoo  # noqa: F401  (registers the models)
 
     if not (timm.is_model("resnet20_bn") and timm.is_model("resnet20_mn")):
         print("resnet20_bn / resnet20_mn not registered: skipping the whole-network line")
         return
-    x = torch.randn(128, 3, 32, 32).contiguous(memory_format=memory_format)
-    y = torch.randint(0, 10, (128,))
-    variants = {"BN": ("resnet20_bn", True), "MN": ("resnet20_mn", True),
-                "MN" + TORCH_OPS: ("resnet20_mn", False)}
+    x = torch.randn(128, 3, 32, 32, device=device).contiguous(memory_format=memory_format)
+    y = torch.randint(0, 10, (128,), device=device)
+    variants = {"BN": ("resnet20_bn", True), "MN": ("resnet20_mn", True)}
+    if device.type == "cpu":
+        variants["MN" + TORCH_OPS] = ("resnet20_mn", False)
     times: Dict[str, List[float]] = {v: [] for v in variants}
     eval_times: Dict[str, List[float]] = {v: [] for v in variants}
     steps, forwards = {}, {}
     for label, (name, kernels) in variants.items():
         torch.manual_seed(0)
-        net = timm.create_model(name, num_classes=10).to(memory_format=memory_format).train()
+        net = timm.create_model(name, num_classes=10).to(device, memory_format=memory_format).train()
         opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
         frozen = copy.deepcopy(net).eval()
 
@@ -189,8 +203,8 @@ def bench_network(reps: int, memory_format: torch.memory_format = torch.contiguo
         step(), forward()
     for _ in range(reps):
         for label in variants:
-            times[label].append(_once(steps[label]))
-            eval_times[label].append(_once(forwards[label]))
+            times[label].append(_once(steps[label], device))
+            eval_times[label].append(_once(forwards[label], device))
     for title, samples in (("training step", times), ("eval forward", eval_times)):
         med = {v: statistics.median(t) for v, t in samples.items()}
         print(f"ResNet20 {title}, batch 128 (median ms, ratio to BN):")
@@ -198,7 +212,7 @@ def bench_network(reps: int, memory_format: torch.memory_format = torch.contiguo
             print(f"  {label:<14}{med[label] * 1e3:>9.1f}{med[label] / med['BN']:>8.2f}")
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -206,18 +220,25 @@ def main() -> None:
     ap.add_argument("--network-only", action="store_true", help="only the whole-network lines")
     ap.add_argument("--channels-last", action="store_true",
                     help="inputs (and the ResNet20 models) in channels_last, BN as well")
-    args = ap.parse_args()
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="cuda: time the layers on the GPU (the torch-op path), synchronised")
+    args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is available")
+    device = torch.device(args.device)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     torch.set_num_threads(args.threads)
-    kernels = build_cpu_kernels()
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.reps} reps, fp32, CPU, "
-          f"mnzoo CPU kernels {'on' if kernels else 'NOT AVAILABLE'}, "
+    if device.type == "cuda":
+        where = f"CUDA {torch.cuda.get_device_name(device)}, torch-op path"
+    else:
+        where = f"CPU, mnzoo CPU kernels {'on' if build_cpu_kernels() else 'NOT AVAILABLE'}"
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.reps} reps, fp32, {where}, "
           f"{'channels_last' if args.channels_last else 'NCHW'}\n")
     if not args.network_only:
-        bench_layers(args.reps, args.quick, memory_format)
+        bench_layers(args.reps, args.quick, memory_format, device)
     if not args.quick:
         print()
-        bench_network(args.reps, memory_format)
+        bench_network(args.reps, memory_format, device)
 
 
 if __name__ == "__main__":

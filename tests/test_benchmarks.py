@@ -49,3 +49,19 @@ def test_layer_steps_time_train_and_eval_mode(norm_speed):
         assert int(layer.num_batches_tracked) == tracked + 2
         evaluate()
         assert int(layer.num_batches_tracked) == tracked + 2, f"{name}: the eval step updated statistics"
+
+
+def test_norm_speed_table_on_cpu_and_a_clear_error_without_cuda(norm_speed, monkeypatch, capsys):
+    """The layer table runs end to end (tiny shapes): every row, ratios to BN, the torch-op rows
+    on the CPU; asking for CUDA where there is none stops with a message, not a traceback."""
+    monkeypatch.setattr(norm_speed, "SHAPES", [("tiny", (8, 4, 6, 6))] * 3)
+    norm_speed.main(["--quick", "--reps", "2", "--threads", "1"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("tiny")]
+    assert len(rows) == 3 * 8  # BN, MN K=1/2/4/6, torch-ops, literal K=2/6 per shape
+    assert all(line.split()[-3] == "1.00" and line.split()[-1] == "1.00" for line in rows if "BatchNorm2d" in line)
+    assert "train MN K=2 torch-ops" in out and "CPU, mnzoo CPU kernels" in out
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            norm_speed.main(["--device", "cuda", "--quick"])
+        assert "no CUDA device" in capsys.readouterr().err

@@ -189,3 +189,18 @@ def test_published_resnet20_mn_on_cuda_matches_its_card():
         for x, y, _ in loader:
             correct += int((model(x).argmax(1) == y).sum())
     assert abs(100 * correct / 1000 - expected) <= 0.2
+
+
+def test_norm_speed_benchmark_runs_on_cuda(capsys):
+    """benchmarks/norm_speed.py --device cuda: the layer table with synchronised timings (the
+    GPU session's speed figure for the torch-op path comes from this script)."""
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location("bench_norm_speed", REPO / "benchmarks" / "norm_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    bench.main(["--device", "cuda", "--quick", "--reps", "3", "--channels-last"])
+    out = capsys.readouterr().out
+    assert "CUDA" in out and "torch-ops" not in out
+    assert len([line for line in out.splitlines() if line.startswith("resnet20 stage")]) == 3 * 7
