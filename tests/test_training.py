@@ -280,6 +280,31 @@ def test_torchrun_sync_mode_norm_matches_one_process(cache_dir, tmp_path, monkey
 
 
 @needs_data
+def test_compiled_run_matches_eager(cache_dir, tmp_path):
+    """--compile (here with --compile-mode reduce-overhead, the CUDA-graph mode; on the CPU it runs
+    inductor's code) trains the same weights as eager to float rounding, and saves them under the
+    model's own names (no torch.compile wrapper prefix)."""
+    run(lenet_args(tmp_path, cache_dir, "eager", epochs=1))
+    run(lenet_args(tmp_path, cache_dir, "compiled", epochs=1) + ["--compile", "--compile-mode", "reduce-overhead"],
+        timeout=900)
+    eager, compiled = (load(tmp_path / n / "last.pth.tar")["state_dict"] for n in ("eager", "compiled"))
+    assert sorted(compiled) == sorted(eager)
+    for k, v in eager.items():
+        assert torch.allclose(compiled[k].double(), v.double(), atol=1e-5, rtol=1e-4), k
+    cfg = yaml.safe_load((tmp_path / "compiled" / "config.yaml").read_text())
+    assert cfg["compile"] is True and cfg["compile_mode"] == "reduce-overhead"
+    m_e, m_c = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("eager", "compiled"))
+    assert m_c["eval"]["mix"]["top1"] == m_e["eval"]["mix"]["top1"]
+
+
+def test_compile_mode_needs_compile_and_a_known_mode(tmp_path):
+    base = [sys.executable, str(TRAIN), "--model", "lenet_mn", "--train-data", CIFAR, "--output", str(tmp_path)]
+    for extra, msg in ((["--compile-mode", "default"], "needs --compile"),
+                       (["--compile", "--compile-mode", "fast"], "invalid choice")):
+        proc = subprocess.run(base + extra, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and msg in proc.stderr, proc.stderr[-2000:]
+
+
 def test_ema_and_bfloat16_autocast_run(cache_dir, tmp_path):
     """--model-ema keeps and evaluates an EMA copy; --amp (bfloat16 on CPU) trains through autocast."""
     args = lenet_args(tmp_path, cache_dir, "ema", epochs=1)

@@ -57,6 +57,9 @@ from mnzoo.layers import ModeNorm2d, SyncModeNorm2d, convert_sync_mode_norm  # n
 REPO = Path(__file__).resolve().parents[1]
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="recipe YAML; its keys set the defaults of the flags below")
@@ -107,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--amp-dtype", default="float16", choices=("float16", "bfloat16"))
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
+                   help="torch.compile mode (with --compile); reduce-overhead and max-autotune use CUDA graphs on GPU")
     g.add_argument("--sync-norm", action="store_true", help="DDP: MN -> SyncModeNorm2d, BN -> SyncBatchNorm")
     g.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms (CUDA)")
     g.add_argument("--output", default=str(REPO / "runs"), help="parent folder of run folders")
@@ -153,6 +158,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error("--train-data is required (in the recipe or on the command line)")
     if args.schedule_unit != "epochs" and not args.schedule_length:
         parser.error(f"--schedule-unit {args.schedule_unit} needs --schedule-length")
+    if args.compile_mode is not None and args.compile_mode not in COMPILE_MODES:  # a recipe skips choices
+        parser.error(f"--compile-mode {args.compile_mode!r}: choose from {', '.join(COMPILE_MODES)}")
+    if args.compile_mode is not None and not args.compile:
+        parser.error(f"--compile-mode {args.compile_mode} needs --compile")
     # A resumed run continues in its checkpoint's folder unless --experiment is given on the command line.
     args.run_dir = str(Path(args.resume).resolve().parent) if args.resume and not pre.experiment else str(
         Path(args.output) / (args.experiment or f"{args.model}-{Path(args.recipe).stem if args.recipe else 'run'}"))
@@ -376,7 +385,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                 model_ema.module.load_state_dict(ema_state)
     train_model = model
     if args.compile:
-        train_model = torch.compile(model)
+        train_model = torch.compile(model, mode=args.compile_mode)
+    # CUDA graphs reuse their output memory: mark where each training step begins (torch's advice
+    # for training loops under cudagraph trees; a no-op where no graphs are recorded)
+    mark_step = args.compile and args.compile_mode in ("reduce-overhead", "max-autotune")
     if args.distributed:
         train_model = DDP(train_model, device_ids=[device.index] if device.type == "cuda" else None)
     scheduler = create_schedule(args, optimizer, updates_per_epoch)
@@ -428,6 +440,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             if max_updates is not None and num_updates >= max_updates:
                 break
             data_time += time.perf_counter() - t_data
+            if mark_step:
+                torch.compiler.cudagraph_mark_step_begin()
             with autocast():
                 out = train_model(x)
                 loss = F.cross_entropy(out, y)
