@@ -10,9 +10,12 @@ steps and ratios to BN measured in the same run.
     python benchmarks/train_speed.py --data ../shared/data/cifar10/train.tar
     python benchmarks/train_speed.py --threads 1 --rounds 5 --steps 10
     python benchmarks/train_speed.py --formats nchw channels_last   # both layouts in one run
+    python benchmarks/train_speed.py --device cuda --compile-mode reduce-overhead   # on a GPU
 
 With several --formats, every model runs in each layout (batches are converted in the timed
-step for channels_last), and "vs NCHW" compares each to the same model in NCHW.
+step for channels_last), and "vs NCHW" compares each to the same model in NCHW. With
+--device cuda each step is bracketed by torch.cuda.synchronize(); --compile-mode compiles every
+model with that torch.compile mode (compilation happens in the untimed warm-up steps).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import argparse
 import platform
 import statistics
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +38,7 @@ import timm
 import mnzoo  # noqa: F401  (registers resnet20_bn / resnet20_mn)
 from mnzoo.data import BatchAugment, ImageTensors, TensorLoader, build_dataset
 
+COMPILE_MODES = ("eager", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CONFIGS = [("BN", "resnet20_bn", {}), ("MN K=2", "resnet20_mn", {"num_modes": 2}),
            ("MN K=6", "resnet20_mn", {"num_modes": 6})]
 
@@ -54,7 +58,7 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=None, help="CIFAR-10 train ImageFolder tar/folder (default: synthetic uint8)")
     p.add_argument("--cache-dir", default=None)
@@ -66,7 +70,15 @@ def main() -> None:
     p.add_argument("--formats", nargs="+", choices=["nchw", "channels_last"], default=["nchw"],
                    help="memory layouts to time, interleaved (default: nchw)")
     p.add_argument("--channels-last", action="store_true", help="same as --formats channels_last")
-    args = p.parse_args()
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--compile-mode", default="eager", choices=COMPILE_MODES,
+                   help="torch.compile every model with this mode (eager: no compile)")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available")
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    mark_step = args.compile_mode in ("reduce-overhead", "max-autotune")  # CUDA graphs: one per step
     if args.channels_last:
         args.formats = ["channels_last"]
     formats = list(dict.fromkeys(args.formats))
@@ -94,20 +106,29 @@ def main() -> None:
     setups = []  # ((config label, format), model, optimiser)
     for fmt in formats:
         for label, name, kwargs in CONFIGS:
-            model = timm.create_model(name, num_classes=10, **kwargs).to(memory_format=layouts[fmt]).train()
+            model = timm.create_model(name, num_classes=10, **kwargs).to(device, memory_format=layouts[fmt]).train()
             opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+            if args.compile_mode != "eager":
+                model = torch.compile(model, mode=args.compile_mode)
             setups.append(((label, fmt), model, opt))
 
     def step(key, model, opt) -> tuple:
+        if cuda:
+            torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         x, y, _ = next_batch()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if convert:
             x = x.contiguous(memory_format=layouts[key[1]])
         t1 = time.perf_counter()
+        if mark_step:
+            torch.compiler.cudagraph_mark_step_begin()
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if cuda:
+            torch.cuda.synchronize(device)
         return t1 - t0, time.perf_counter() - t0
 
     for key, model, opt in setups:
@@ -122,10 +143,12 @@ def main() -> None:
 
     bs = args.batch_size
     med = {k: statistics.median(t for _, t in v) for k, v in times.items()}
-    print(f"# ResNet20 training step, batch {bs}, {cpu_name()}, {torch.get_num_threads()} threads, "
+    where = torch.cuda.get_device_name(device) if cuda else cpu_name()
+    print(f"# ResNet20 training step, batch {bs}, {where}, {torch.get_num_threads()} threads, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, torch {torch.__version__}, "
           f"{' and '.join(formats)}, "
-          f"{'real CIFAR-10 data' if args.data else 'synthetic data'}")
+          f"{'real CIFAR-10 data' if args.data else 'synthetic data'}, "
+          f"{'eager' if args.compile_mode == 'eager' else 'torch.compile mode ' + args.compile_mode}")
     print(f"# {args.rounds} interleaved rounds x {args.steps} steps per model; load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (2 = both cores busy)")
     print("| model | step (ms, median) | img/s | 50k-image epoch (s) | time vs BN | data share |"

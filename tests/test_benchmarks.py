@@ -65,3 +65,18 @@ def test_norm_speed_table_on_cpu_and_a_clear_error_without_cuda(norm_speed, monk
         with pytest.raises(SystemExit):
             norm_speed.main(["--device", "cuda", "--quick"])
         assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_train_speed_table_on_cpu_and_a_clear_error_without_cuda(capsys):
+    """train_speed.py end to end on synthetic data (one step per model): a row per model, BN the
+    baseline; --device cuda without a GPU stops with a message."""
+    train_speed = _load("train_speed")
+    train_speed.main(["--batch-size", "16", "--rounds", "1", "--steps", "1", "--warmup", "0", "--threads", "1"])
+    out = capsys.readouterr().out
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| ") and "model" not in line]
+    assert [r[1].strip() for r in rows] == ["BN", "MN K=2", "MN K=6"]
+    assert rows[0][5].strip() == "1.00" and "synthetic data, eager" in out
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            train_speed.main(["--device", "cuda"])
+        assert "no CUDA device" in capsys.readouterr().err

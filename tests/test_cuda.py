@@ -204,3 +204,19 @@ def test_norm_speed_benchmark_runs_on_cuda(capsys):
     out = capsys.readouterr().out
     assert "CUDA" in out and "torch-ops" not in out
     assert len([line for line in out.splitlines() if line.startswith("resnet20 stage")]) == 3 * 7
+
+
+def test_train_speed_benchmark_with_cuda_graphs(capsys):
+    """benchmarks/train_speed.py --device cuda --compile-mode reduce-overhead: ResNet20 BN / MN
+    training steps under CUDA graphs (the speed that decides whether 160 epochs fit a GPU lease)."""
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location("bench_train_speed", REPO / "benchmarks" / "train_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    bench.main(["--device", "cuda", "--compile-mode", "reduce-overhead", "--rounds", "2", "--steps", "5"])
+    out = capsys.readouterr().out
+    assert "torch.compile mode reduce-overhead" in out
+    assert [line.split("|")[1].strip() for line in out.splitlines()
+            if line.startswith("| ") and "model" not in line] == ["BN", "MN K=2", "MN K=6"]
