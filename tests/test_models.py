@@ -421,9 +421,14 @@ def test_pretrained_features_only(published_resnet20_mn):
     sd = published_resnet20_mn
     feats = timm.create_model('resnet20_mn.cifar10', pretrained=True, features_only=True, out_indices=(3,))
     assert torch.equal(feats.state_dict()['layer3.2.conv2.weight'], sd['layer3.2.conv2.weight'])
+    x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        (out,) = feats.eval()(torch.randn(2, 3, 32, 32))
+        (out,) = feats.eval()(x)
     assert out.shape == (2, 64, 8, 8)
+    getter = timm.create_model('resnet20_mn.cifar10', pretrained=True, features_only=True, feature_cls='getter',
+                               out_indices=(3,))
+    with torch.no_grad():
+        assert torch.equal(getter.eval()(x)[0], out)  # the same weights through forward_intermediates
 
 
 def test_pretrained_errors(published_resnet20_mn):
