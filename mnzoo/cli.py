@@ -334,7 +334,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from .hub import model_table
+    from .hub import model_table, update_readme_table
+    if args.update:
+        if args.published_only:
+            raise ValueError('--update writes the whole table; drop --published-only')
+        changed = update_readme_table(args.update, link_prefix=args.link_prefix)
+        print(f'{args.update}: model table {"updated" if changed else "already current"}')
+        return 0
     print(model_table(link_prefix=args.link_prefix, include_unpublished=not args.published_only), end='')
     return 0
 
@@ -439,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('table', help="the README's markdown model table, from the registry and manifest")
     p.add_argument('--link-prefix', default='weights_cards')
     p.add_argument('--published-only', action='store_true')
+    p.add_argument('--update', metavar='README', default=None,
+                   help='rewrite the table between the <!-- model-table --> markers of this file instead of printing')
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser('publish', help='push a weights folder to the Hub (create_repo + upload_folder)')

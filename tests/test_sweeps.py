@@ -71,10 +71,12 @@ def test_resnet20_160_script_trains_both_and_publishes_their_cards(tmp_path):
     from safetensors.torch import load_file
 
     out, weights, logs = tmp_path / "runs", tmp_path / "weights", tmp_path / "logs"
-    manifest = tmp_path / "manifest.json"
+    manifest, readme = tmp_path / "manifest.json", tmp_path / "README.md"
     shutil.copy(ROOT / "mnzoo" / "weights_manifest.json", manifest)
+    shutil.copy(ROOT / "README.md", readme)
     data = f"cifar10={SHARED_1K}"
     env = {**os.environ, "WEIGHTS": str(weights), "LOGS": str(logs), "MNZOO_MANIFEST": str(manifest),
+           "README": str(readme),
            "TRAIN_ARGS": f"--train-data {data} --train-subset 64 --eval-data test-lossless-1k:{data} "
                          f"--eval-subset 100 --batch-size 32 --epochs 2 --decay-milestones 1 "
                          f"--cache-dir {tmp_path / 'cache'}"}
@@ -110,3 +112,6 @@ def test_resnet20_160_script_trains_both_and_publishes_their_cards(tmp_path):
         published = load_file(folder / "model.safetensors")
         assert all(published[k].equal(v) for k, v in ckpt["state_dict"].items())
         assert sorted(p.name for p in (logs / name).iterdir()) == ["config.yaml", "metrics.json", "summary.csv"]
+        assert f"| `{name}` | {config['mnzoo']['num_params']:,} |" in readme.read_text()
+        assert f"{top1:.2f} (test-lossless-1k) |" in readme.read_text().split(f"| `{name}` |")[1].splitlines()[0]
+    assert readme.read_text() != (ROOT / "README.md").read_text()  # the table took the new numbers

@@ -223,3 +223,18 @@ def test_model_table_comes_from_manifest(zoo):
     assert len(rows) == 3  # header, rule, the one published weight
     assert rows[2] == (f'| `{NAME}` | 274,084 | 2 | CIFAR-10 | 50.00 (test) | '
                        f'[card](weights_cards/{NAME}/README.md) |')
+
+
+def test_readme_table_update_keeps_the_rest_of_the_file(zoo, tmp_path, capsys):
+    from mnzoo.cli import main
+    readme = tmp_path / 'README.md'
+    before, after = '# zoo\n\nintro\n<!-- model-table -->\n', '\n<!-- /model-table -->\n\nmore text\n'
+    readme.write_text(before + '| stale |' + after)
+    assert main(['table', '--update', str(readme)]) == 0 and 'updated' in capsys.readouterr().out
+    text = readme.read_text()
+    assert text == before + hub.model_table().rstrip('\n') + after
+    assert f'| `{NAME}` | 274,084 | 2 | CIFAR-10 | 50.00 (test) |' in text
+    assert hub.update_readme_table(readme) is False  # already current: untouched
+    readme.write_text('# no markers\n')
+    assert main(['table', '--update', str(readme)]) == 2
+    assert 'no model table to update' in capsys.readouterr().err and readme.read_text() == '# no markers\n'

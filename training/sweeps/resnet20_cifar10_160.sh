@@ -11,15 +11,16 @@
 #   training/sweeps/resnet20_cifar10_160.sh publish OUT
 #       Export both finished runs to $WEIGHTS/resnet20_{mn,bn}.cifar10 (model.safetensors,
 #       config.json, model card) with their manifest entries, keep the runs' logs in
-#       $LOGS/resnet20_{mn,bn}.cifar10/ and check the folders. Then, by hand: `mnzoo table`,
-#       docs/reproduction.md, `mnzoo publish`.
+#       $LOGS/resnet20_{mn,bn}.cifar10/, check the folders and rewrite the model table of $README.
+#       Then, by hand: docs/reproduction.md and docs/weights.md, `mnzoo publish`.
 # Runs are OUT/resnet20_{mn,bn}-cifar10-160ep-s0, logs OUT/<run>.log.
-# Environment: WEIGHTS (default weights_cards), LOGS (default training/logs), TRAIN_ARGS (more
+# Environment: WEIGHTS (default weights_cards), LOGS (default training/logs), README (default
+# README.md), TRAIN_ARGS (more
 # train.py flags for new runs, e.g. a smaller data set in tests; not used when resuming).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 verb=${1:?usage: $0 train|publish OUT} out=${2:?usage: $0 train|publish OUT}
-WEIGHTS=${WEIGHTS:-weights_cards} LOGS=${LOGS:-training/logs}
+WEIGHTS=${WEIGHTS:-weights_cards} LOGS=${LOGS:-training/logs} README=${README:-README.md}
 recipe=training/recipes/resnet20_cifar10.yaml
 run_name() { echo "resnet20_$1-cifar10-160ep-s0"; }
 
@@ -74,7 +75,8 @@ publish() {
     cp "$run/summary.csv" "$run/metrics.json" "$run/config.yaml" "$LOGS/$name/"
     .venv/bin/mnzoo check "$WEIGHTS/$name"
   done
-  echo "next: mnzoo table; docs/reproduction.md (Table 4) and docs/weights.md; mnzoo publish"
+  .venv/bin/mnzoo table --update "$README"
+  echo "next: docs/reproduction.md (Table 4) and docs/weights.md (the pending switch); mnzoo publish"
 }
 
 case $verb in
