@@ -13,7 +13,8 @@
 #       config.json, model card) with their manifest entries, keep the runs' logs in
 #       $LOGS/resnet20_{mn,bn}.cifar10/, check the folders and rewrite the model table of $README.
 #       Then, by hand: docs/reproduction.md and docs/weights.md, `mnzoo publish`.
-# Runs are OUT/resnet20_{mn,bn}-cifar10-160ep-s0, logs OUT/<run>.log.
+# Runs are OUT/resnet20_{mn,bn}-cifar10-160ep-s0, logs OUT/<run>.log. The cards' deviation texts
+# below describe the CPU runs that `train` makes; runs made another way need their own export.
 # Environment: WEIGHTS (default weights_cards), LOGS (default training/logs), README (default
 # README.md), TRAIN_ARGS (more
 # train.py flags for new runs, e.g. a smaller data set in tests; not used when resuming).
