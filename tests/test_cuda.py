@@ -191,15 +191,21 @@ def test_published_resnet20_mn_on_cuda_matches_its_card():
     assert abs(100 * correct / 1000 - expected) <= 0.2
 
 
+def _load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (the scripts are not a package)."""
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_norm_speed_benchmark_runs_on_cuda(capsys):
     """benchmarks/norm_speed.py --device cuda: the layer table with synchronised timings (the
     GPU session's speed figure for the torch-op path comes from this script)."""
-    import importlib.util
-    import sys
-    spec = importlib.util.spec_from_file_location("bench_norm_speed", REPO / "benchmarks" / "norm_speed.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    bench = _load_benchmark("norm_speed")
     bench.main(["--device", "cuda", "--quick", "--reps", "3", "--channels-last"])
     out = capsys.readouterr().out
     assert "CUDA" in out and "torch-ops" not in out
@@ -209,12 +215,7 @@ def test_norm_speed_benchmark_runs_on_cuda(capsys):
 def test_train_speed_benchmark_with_cuda_graphs(capsys):
     """benchmarks/train_speed.py --device cuda --compile-mode reduce-overhead: ResNet20 BN / MN
     training steps under CUDA graphs (the speed that decides whether 160 epochs fit a GPU lease)."""
-    import importlib.util
-    import sys
-    spec = importlib.util.spec_from_file_location("bench_train_speed", REPO / "benchmarks" / "train_speed.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    bench = _load_benchmark("train_speed")
     bench.main(["--device", "cuda", "--compile-mode", "reduce-overhead", "--rounds", "2", "--steps", "5"])
     out = capsys.readouterr().out
     assert "torch.compile mode reduce-overhead" in out

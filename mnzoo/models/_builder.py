@@ -308,17 +308,19 @@ class IntermediatesMixin:
 
     timm's ``features_only=True, feature_cls='getter'`` wraps a model through these two methods, and
     code that wants several feature maps calls ``forward_intermediates`` directly, as for timm's own
-    models. A family supplies ``_feature_parts()`` and ``_drop_parts_after(index)``; ``_prune_head``
-    defaults to ``reset_classifier(0, '')`` (no pooling, no classifier), as timm's ResNet does.
+    models. By default the parts are the entries of an ``nn.Sequential`` ``stages`` (one stage per
+    ``feature_info`` entry), and pruning slices it; a family with another trunk overrides
+    ``_feature_parts()`` and ``_drop_parts_after(index)``. ``_prune_head`` defaults to
+    ``reset_classifier(0, '')`` (no pooling, no classifier), as timm's ResNet does.
     """
 
     # no class-level annotations here: TorchScript would try to resolve them on the model
 
     def _feature_parts(self) -> List[Callable[[torch.Tensor], torch.Tensor]]:
-        raise NotImplementedError
+        return list(self.stages)
 
     def _drop_parts_after(self, index: int) -> None:
-        raise NotImplementedError
+        self.stages = self.stages[:index + 1]
 
     def _prune_head(self) -> None:
         self.reset_classifier(0, '')
@@ -395,12 +397,6 @@ class StagesHeadMixin(IntermediatesMixin):
         """New classifier with ``num_classes`` outputs (0: identity); keeps the pooling unless given."""
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool, **get_device_dtype(self))
-
-    def _feature_parts(self) -> List[Callable[[torch.Tensor], torch.Tensor]]:
-        return list(self.stages)
-
-    def _drop_parts_after(self, index: int) -> None:
-        self.stages = self.stages[:index + 1]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x)

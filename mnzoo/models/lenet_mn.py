@@ -21,7 +21,7 @@ Paper: Mode Normalization, Deecke, Murray & Bilen, ICLR 2019 (arXiv:1810.05466).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -140,12 +140,6 @@ class LeNet(IntermediatesMixin, nn.Module):
         dd = get_device_dtype(self)
         self.fc = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
         self.fc.train(self.training)
-
-    def _feature_parts(self) -> List[Callable[[torch.Tensor], torch.Tensor]]:
-        return list(self.stages)
-
-    def _drop_parts_after(self, index: int) -> None:
-        self.stages = self.stages[:index + 1]
 
     def _prune_head(self) -> None:
         """Drop the classifier; the hidden FC layers go too when stages were dropped (they take the
