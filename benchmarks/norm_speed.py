@@ -111,9 +111,9 @@ def layer_steps(layers: Dict[str, nn.Module], x: Tensor, gy: Tensor
     """(train step, eval step) per layer. The eval step runs on a copy of the layer: train()
     and eval() set a module's mode for good, so one module cannot be timed in both modes
     (sessions 1-2 timed the "train" rows in eval mode this way)."""
-    return {n: (_train_step(l, x, gy, not n.endswith(TORCH_OPS)),
-                _eval_step(copy.deepcopy(l), x, not n.endswith(TORCH_OPS)))
-            for n, l in layers.items()}
+    return {n: (_train_step(layer, x, gy, not n.endswith(TORCH_OPS)),
+                _eval_step(copy.deepcopy(layer), x, not n.endswith(TORCH_OPS)))
+            for n, layer in layers.items()}
 
 
 def bench_layers(reps: int, quick: bool, memory_format: torch.memory_format = torch.contiguous_format,
@@ -138,7 +138,7 @@ def bench_layers(reps: int, quick: bool, memory_format: torch.memory_format = to
         train: Dict[str, List[float]] = {n: [] for n in layers}
         evals: Dict[str, List[float]] = {n: [] for n in layers}
         steps = layer_steps(layers, x, gy)
-        for n, (tr, ev) in steps.items():
+        for tr, ev in steps.values():
             tr(), ev()
         for _ in range(reps):
             for n, (tr, ev) in steps.items():
@@ -156,7 +156,7 @@ def bench_layers(reps: int, quick: bool, memory_format: torch.memory_format = to
                   f"{med_e[n] * 1e3:>10.2f}{re:>8.2f}")
         summary.setdefault("K=6 / K=2 train", []).append(med_t["MN K=6"] / med_t["MN K=2"])
         # the same ratio per round (K=2 and K=6 timed back to back), so that load drifts cancel
-        paired = statistics.median(t6 / t2 for t6, t2 in zip(train["MN K=6"], train["MN K=2"]))
+        paired = statistics.median(t6 / t2 for t6, t2 in zip(train["MN K=6"], train["MN K=2"], strict=True))
         summary.setdefault("K=6 / K=2 train, paired", []).append(paired)
         print(f"{'':<34}{'K=6/K=2 paired':<16}{paired:>10.2f}")
         summary.setdefault("literal / ours, K=6 train", []).append(med_t["literal K=6"] / med_t["MN K=6"])

@@ -8,7 +8,7 @@ from .layers import (
     convert_sync_mode_norm,
     convert_to_mode_norm,
 )
-from . import models  # registers the model families with timm
+from . import models  # noqa: F401  (registers the model families with timm)
 from ._factory import UnknownModelError, create_model, list_models
 from . import hub, weights  # noqa: E402  (public submodules)
 

@@ -274,7 +274,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         with torch.inference_mode():
             prob = model(x).softmax(dim=1)[0]
         p, idx = prob.topk(k)
-        preds = [{'label': labels[i], 'index': int(i), 'prob': round(float(q), 6)} for q, i in zip(p, idx)]
+        preds = [{'label': labels[i], 'index': int(i), 'prob': round(float(q), 6)} for q, i in zip(p, idx, strict=True)]
         out.append({'image': path, 'top': preds})
         if not args.json:
             print(path)

@@ -66,7 +66,7 @@ def test_fp32_kernels_match_float64_oracle_on_realistic_rows(shape, k, memory_fo
     y_ref.backward(gy.double())
     assert x.grad.is_contiguous(memory_format=memory_format)
     torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-3, atol=1e-4)
-    for p, p_ref in zip((layer.gate.weight, layer.gate.bias, layer.weight, layer.bias), p64):
+    for p, p_ref in zip((layer.gate.weight, layer.gate.bias, layer.weight, layer.bias), p64, strict=True):
         torch.testing.assert_close(p.grad.double(), p_ref.grad, rtol=1e-3, atol=1e-3)
     # running statistics (eq. 4, unbiased with the reliability weights) and eval (Alg. 2)
     s = shape[2] * shape[3]
@@ -114,7 +114,7 @@ def test_fp32_kernels_are_accurate_at_large_means(k, memory_format):
     # 0.2-0.7 % of their largest entry; the torch-op path: 2-7 %); weight and bias are ~1e-4.
     for name, p, p_ref, tol in zip(("gate.weight", "gate.bias", "weight", "bias"),
                                    (layer.gate.weight, layer.gate.bias, layer.weight, layer.bias),
-                                   p64, (2e-2, 2e-2, 1e-3, 1e-3)):
+                                   p64, (2e-2, 2e-2, 1e-3, 1e-3), strict=True):
         atol = tol * p_ref.grad.abs().max().item()
         torch.testing.assert_close(p.grad.double(), p_ref.grad, rtol=0, atol=atol,
                                    msg=lambda m, name=name: f"{name}: {m}")

@@ -53,7 +53,7 @@ def test_mn_train_on_cuda_matches_literal_algorithm(num_modes):
     (y * upstream.to(DEV)).sum().backward()
     (y_ref * upstream).sum().backward()
     torch.testing.assert_close(x.grad.cpu(), x_ref.grad, rtol=1e-8, atol=1e-10)
-    for p, p_ref in zip(_mn_params(layer), params_ref):
+    for p, p_ref in zip(_mn_params(layer), params_ref, strict=True):
         torch.testing.assert_close(p.grad.cpu(), p_ref.grad, rtol=1e-8, atol=1e-10)
     # eq. 4 with the documented unbiasing (n_eff = S * N_k^2 / sum g^2), momentum 0.1
     for k, (mean_k, var_k, n_k, sq_k) in enumerate(stats):
@@ -133,9 +133,9 @@ def test_resnet20_mn_training_step_on_cuda_matches_cpu():
         loss.backward()
         losses.append(loss.item())
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
-    for (name, p_cpu), p_gpu in zip(cpu.named_parameters(), gpu.parameters()):
+    for (name, p_cpu), p_gpu in zip(cpu.named_parameters(), gpu.parameters(), strict=True):
         torch.testing.assert_close(p_gpu.grad.cpu(), p_cpu.grad, rtol=2e-3, atol=2e-5, msg=name)
-    for (name, b_cpu), b_gpu in zip(cpu.named_buffers(), gpu.buffers()):
+    for (name, b_cpu), b_gpu in zip(cpu.named_buffers(), gpu.buffers(), strict=True):
         torch.testing.assert_close(b_gpu.cpu(), b_cpu, rtol=1e-4, atol=1e-5, msg=name)
 
 

@@ -195,7 +195,8 @@ def test_imagefolder_loader(tmp_path):
         for c in ("n01", "n02"):
             (tmp_path / split / c).mkdir(parents=True)
             for i in range(3):
-                Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(tmp_path / split / c / f"{i}.jpg")
+                pixels = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / c / f"{i}.jpg")
     loader = create_imagefolder_loader(tmp_path, "val", is_training=False, batch_size=4, input_size=32, workers=0)
     batches = list(loader)
     assert len(loader.data) == 6 and [b[0].shape for b in batches] == [(4, 3, 32, 32), (2, 3, 32, 32)]
@@ -308,7 +309,7 @@ def test_loader_epochs_seeds_and_shards():
     # two processes: their slices of each global batch concatenate to the one-process batch
     r0 = TensorLoader(data, 8, shuffle=True, seed=3, rank=0, world_size=2)
     r1 = TensorLoader(data, 8, shuffle=True, seed=3, rank=1, world_size=2)
-    assert [a + b for a, b in zip(ids(r0), ids(r1))] == e0
+    assert [a + b for a, b in zip(ids(r0), ids(r1), strict=True)] == e0
     # eval sharding covers every sample exactly once, in order
     ev = [TensorLoader(data, 8, rank=r, world_size=2) for r in (0, 1)]
     assert sum(ids(ev[0]) + ids(ev[1]), []) == list(range(50))

@@ -43,7 +43,7 @@ def test_mn_train_matches_literal_algorithm(num_modes, shape):
     (y * upstream).sum().backward()
     (y_ref * upstream).sum().backward()
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-8, atol=1e-10)
-    for p, p_ref in zip(_mn_params(layer), params_ref):
+    for p, p_ref in zip(_mn_params(layer), params_ref, strict=True):
         torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-8, atol=1e-10)
 
 
@@ -124,7 +124,7 @@ def test_mgn_matches_literal_algorithm_and_gradcheck():
     (y * upstream).sum().backward()
     (y_ref * upstream).sum().backward()
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-8, atol=1e-10)
-    for p, p_ref in zip(params, params_ref):
+    for p, p_ref in zip(params, params_ref, strict=True):
         torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-8, atol=1e-10)
     # identical in train and eval, and per-sample: no dependence on the rest of the batch
     with torch.no_grad():
@@ -310,7 +310,7 @@ def test_plain_and_fused_paths_agree():
             y = (xi.flatten(2) * a[..., None] + b[..., None]).reshape(x.shape)
         (y ** 2).sum().backward()
         grads.append((y.detach(), xi.grad, lay.gate.weight.grad))
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 

@@ -207,7 +207,7 @@ def test_torch_compile_train_and_eval_match_eager():
     torch.testing.assert_close(y_c, y_e, rtol=1e-5, atol=1e-6)
     y_c.square().sum().backward()
     y_e.square().sum().backward()
-    for (n, p), q in zip(net.named_parameters(), eager.parameters()):
+    for (n, p), q in zip(net.named_parameters(), eager.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=n)
     torch.testing.assert_close(net[1].running_var, eager[1].running_var)
     net.eval(), eager.eval()
@@ -257,7 +257,7 @@ def test_timm_model_ema_treats_k1_mode_norm_like_batchnorm():
     opts = [torch.optim.SGD(net.parameters(), lr=0.1) for net in (bn_net, mn_net)]
     for step in range(3):
         x = torch.randn(8, 3, 12, 12) + step
-        for net, ema, opt in zip((bn_net, mn_net), emas, opts):
+        for net, ema, opt in zip((bn_net, mn_net), emas, opts, strict=True):
             opt.zero_grad()
             net(x).square().mean().backward()
             opt.step()

@@ -23,7 +23,8 @@ MODE_LAYERS = (ModeNorm2d, ModeNorm1d, ModeGroupNorm)
 NORM_COUNT = {'lenet': 4, 'nin': 8, 'vgg13': 10, 'resnet20': 1 + 2 * 9 + 2, 'resnet56': 1 + 2 * 27 + 2,
               'resnet18': 1 + 2 * 8 + 3}
 EXPECTED_NAMES = (
-    [f'lenet_{n}' for n in ('bn', 'in', 'ln', 'gn', 'mn', 'mgn')] + ['nin_bn', 'nin_mn', 'vgg13_cifar_bn', 'vgg13_cifar_mn']
+    [f'lenet_{n}' for n in ('bn', 'in', 'ln', 'gn', 'mn', 'mgn')]
+    + ['nin_bn', 'nin_mn', 'vgg13_cifar_bn', 'vgg13_cifar_mn']
     + [f'resnet{d}_{n}' for d in (20, 56) for n in ('bn', 'mn', 'gn', 'mgn')] + ['resnet18_mn'])
 
 
@@ -222,7 +223,7 @@ def test_forward_intermediates_and_pruning_follow_timm(name):
     n = len(model.feature_info)
     with torch.no_grad():
         final, inter = model.forward_intermediates(x)
-        assert len(inter) == n and all(torch.equal(a, b) for a, b in zip(inter, hooked))
+        assert len(inter) == n and all(torch.equal(a, b) for a, b in zip(inter, hooked, strict=True))
         assert torch.equal(model.forward_head(final), logits)
         last2 = model.forward_intermediates(x, indices=2, intermediates_only=True)
         assert [t.shape for t in last2] == [t.shape for t in hooked[-2:]]
@@ -238,7 +239,7 @@ def test_forward_intermediates_and_pruning_follow_timm(name):
     inner.load_state_dict({k: v for k, v in model.state_dict().items() if k in inner.state_dict()})
     with torch.no_grad():
         outs = getter.eval()(x)
-    assert [torch.equal(a, b) for a, b in zip(outs, hooked[:2])] == [True, True]
+    assert [torch.equal(a, b) for a, b in zip(outs, hooked[:2], strict=True)] == [True, True]
     assert getter.feature_info.channels() == [i['num_chs'] for i in model.feature_info[:2]]
     kept = set(inner.state_dict())
     assert kept < set(model.state_dict()) and not any(k.startswith(('fc.', 'head.fc.')) for k in kept)
@@ -270,7 +271,7 @@ def test_forward_intermediates_with_grad_checkpointing():
     calls = []
     model.layer2[0].register_forward_pre_hook(lambda *a: calls.append(1))  # a pre-hook: recompute may stop early
     final, ckpt = model.forward_intermediates(x)
-    assert all(torch.equal(a, b) for a, b in zip(plain, ckpt)) and len(calls) == 1
+    assert all(torch.equal(a, b) for a, b in zip(plain, ckpt, strict=True)) and len(calls) == 1
     final.sum().backward()
     assert len(calls) == 2  # the block ran again in backward: checkpointed
     assert x.grad is not None and x.grad.abs().sum() > 0

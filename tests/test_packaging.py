@@ -1,6 +1,7 @@
 """The installable package: a wheel built from this checkout carries every file the package needs
 at run time besides its Python modules (the CPU kernels' sources and headers, the weights manifest).
-Editable installs (CI) would not notice a file missing from ``package-data``."""
+Editable installs (CI) would not notice a file missing from ``package-data``. And the code passes
+the lint rules in pyproject.toml (``[tool.ruff]``)."""
 import shutil
 import subprocess
 import sys
@@ -27,3 +28,12 @@ def test_wheel_carries_kernel_sources_and_manifest(tmp_path):
     assert needed - names == set()
     # the modules that load them are there too
     assert {"mnzoo/layers/_cpu.py", "mnzoo/weights.py", "mnzoo/__init__.py"} <= names
+
+
+def test_ruff_lint_is_clean():
+    # ruff is in the test extras; pyflakes and bugbear catch e.g. unused names and zip() calls
+    # without strict=True, which would let a test compare two sequences of different lengths
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(REPO_ROOT)],
+                          capture_output=True, text=True, cwd=REPO_ROOT)
+    assert "No module named ruff" not in proc.stderr, "ruff is missing: pip install -e '.[test]'"
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", default="single", choices=DATASET_KINDS,
                    help="single: one small-image source; multidomain: the 40-way mix; imagefolder: ImageNet-style")
     g.add_argument("--train-data", nargs="+", default=None, help="domain=path[@split] source(s) (imagefolder: a root)")
-    g.add_argument("--eval-data", nargs="*", default=None, help="name:domain=path[@split][,...]; first one ranks checkpoints")
+    g.add_argument("--eval-data", nargs="*", default=None,
+                   help="name:domain=path[@split][,...]; first one ranks checkpoints")
     g.add_argument("--train-subset", type=int, default=None, help="train on a seeded random subset of this size")
     g.add_argument("--eval-subset", type=int, default=None, help="evaluate on a seeded random subset of this size")
     g.add_argument("--cache-dir", default=None, help="uint8 tensor cache (default $MNZOO_CACHE or ~/.cache/mnzoo)")
@@ -89,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--weight-decay", type=float, default=1e-4)
     g.add_argument("--wd-filter-norm", action=argparse.BooleanOptionalAction, default=False,
-                   help="exempt biases and norm weights from weight decay (timm's habit; the paper's PyTorch SGD does not)")
+                   help="exempt biases and norm weights from weight decay "
+                        "(timm's habit; the paper's PyTorch SGD does not)")
     g.add_argument("--sched", default="multistep", help="timm scheduler name")
     g.add_argument("--epochs", type=int, default=160, help="epochs (when --schedule-unit is epochs)")
     g.add_argument("--schedule-unit", default="epochs", choices=("epochs", "updates", "touches"),
@@ -132,7 +134,7 @@ def _coerce(parser: argparse.ArgumentParser, dest: str, value: Any) -> Any:
             return [action.type(v) for v in value]
         return action.type(value) if value is not None else None
     except (TypeError, ValueError) as e:
-        raise SystemExit(f"error: recipe key {dest}: {value!r} is not a valid {action.type.__name__} ({e})")
+        raise SystemExit(f"error: recipe key {dest}: {value!r} is not a valid {action.type.__name__} ({e})") from None
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

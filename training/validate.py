@@ -158,7 +158,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="train.py checkpoint (last.pth.tar, model_best.pth.tar)")
     parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights stored in the checkpoint")
-    parser.add_argument("--eval-data", nargs="+", default=None, help="name:domain=path[@split][,...] (default: the run's)")
+    parser.add_argument("--eval-data", nargs="+", default=None,
+                        help="name:domain=path[@split][,...] (default: the run's)")
     parser.add_argument("--batch-size", type=int, default=None, help="eval batch size (default: the run's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cache-dir", default=None)

@@ -43,7 +43,8 @@ class ImageTensors:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels.shape != (n,) or self.domains.shape != (n,):
-            raise ValueError(f"labels {tuple(self.labels.shape)} / domains {tuple(self.domains.shape)} do not match {n} images")
+            raise ValueError(f"labels {tuple(self.labels.shape)} / domains {tuple(self.domains.shape)} "
+                             f"do not match {n} images")
         c = self.images.shape[1]
         d = len(self.domain_names)
         if self.mean.shape != (d, c) or self.std.shape != (d, c):

@@ -5,5 +5,6 @@ from .table import model_table, update_readme_table
 
 __all__ = [
     'export', 'register', 'check_weights_folder', 'publish', 'count_params', 'num_modes_of',
-    'model_table', 'update_readme_table', 'render_card', 'load_metrics', 'eval_sets', 'parse_front_matter', 'PAPER_RESULTS', 'BIBTEX',
+    'model_table', 'update_readme_table', 'render_card', 'load_metrics', 'eval_sets', 'parse_front_matter',
+    'PAPER_RESULTS', 'BIBTEX',
 ]

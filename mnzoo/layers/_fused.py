@@ -144,7 +144,7 @@ def _coeff_backward(ctx, ga: Tensor, gb: Tensor, m: Tensor, v: Tensor,
     needs = ctx.needs_input_grad[4:]
     if ctx.coeff_bwd is not None:
         gm, gv, grad_params = ctx.coeff_bwd(ga, gb, m, v, params, *extras)
-        return gm, gv, [gp if need else None for gp, need in zip(grad_params, needs)]
+        return gm, gv, [gp if need else None for gp, need in zip(grad_params, needs, strict=True)]
     return _autograd_coeff_backward(ctx.coeff_fn, ga, gb, m, v, params, needs)
 
 
@@ -170,7 +170,7 @@ def _autograd_coeff_backward(coeff_fn: CoeffFn, ga: Tensor, gb: Tensor, m: Tenso
         m_ = m.detach().requires_grad_()
         v_ = v.detach().requires_grad_()
         p_ = [p.detach().requires_grad_(need) if p is not None else None
-              for p, need in zip(params, needs)]
+              for p, need in zip(params, needs, strict=True)]
         a_, b_, *_ = coeff_fn(m_, v_, p_)
         wrt = [m_, v_] + [p for p in p_ if p is not None and p.requires_grad]
         grads = list(torch.autograd.grad((a_, b_), wrt, (ga, gb), allow_unused=True))

@@ -100,7 +100,7 @@ def convert_sync_mode_norm(module: nn.Module, process_group: Optional[Any] = Non
                        device=module.gate.weight.device, dtype=module.gate.weight.dtype)
         out.load_state_dict(module.state_dict())
         out.train(module.training)
-        for p_new, p_old in zip(out.parameters(), module.parameters()):
+        for p_new, p_old in zip(out.parameters(), module.parameters(), strict=True):
             p_new.requires_grad_(p_old.requires_grad)
     for name, child in module.named_children():
         new_child = convert_sync_mode_norm(child, process_group)

@@ -109,7 +109,8 @@ FASHION_MNIST_LABELS = (
 MULTIDOMAIN_DOMAINS = ('mnist', 'cifar10', 'svhn', 'fashion_mnist')
 MULTIDOMAIN_LABELS = tuple(
     f'{domain}/{name}'
-    for domain, names in zip(MULTIDOMAIN_DOMAINS, (MNIST_LABELS, CIFAR10_LABELS, SVHN_LABELS, FASHION_MNIST_LABELS))
+    for domain, names in zip(
+        MULTIDOMAIN_DOMAINS, (MNIST_LABELS, CIFAR10_LABELS, SVHN_LABELS, FASHION_MNIST_LABELS), strict=True)
     for name in names)
 
 

@@ -100,7 +100,7 @@ class NetworkInNetwork(StagesHeadMixin, nn.Module):
         stages: List[nn.Module] = []
         self.feature_info: List[Dict[str, Any]] = []
         in_chs, reduction = in_chans, 1
-        for i, (convs, pool) in enumerate(zip(NIN_BLOCKS, pools)):
+        for i, (convs, pool) in enumerate(zip(NIN_BLOCKS, pools, strict=True)):
             stages.append(_mlpconv(in_chs, convs, norm_layer, pool, drop_rate, dd))
             in_chs = convs[-1][0]
             reduction *= 2 if pool is not None else 1

@@ -84,7 +84,7 @@ class CifarResNet(IntermediatesMixin, nn.Module):
         total = sum(layers)
         dpr = torch.linspace(0, drop_path_rate, total).tolist() if total else []
         in_chs, reduction, block_idx = channels[0], 1, 0
-        for stage_idx, (n, chs) in enumerate(zip(layers, channels)):
+        for stage_idx, (n, chs) in enumerate(zip(layers, channels, strict=True)):
             stride = 1 if stage_idx == 0 else 2
             reduction *= stride
             blocks = []
