@@ -80,3 +80,40 @@ def test_train_speed_table_on_cpu_and_a_clear_error_without_cuda(capsys):
         with pytest.raises(SystemExit):
             train_speed.main(["--device", "cuda"])
         assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def norm_memory():
+    return _load("norm_memory")
+
+
+def test_saved_bytes_counts_each_saved_storage_once(norm_memory):
+    x = torch.randn(6, 5, requires_grad=True)
+    nbytes = x.numel() * 4
+    assert norm_memory.saved_bytes(lambda: torch.sin(x))[0] == nbytes  # sin keeps its input
+    assert norm_memory.saved_bytes(lambda: x * 2.0)[0] == 0  # a constant factor keeps nothing
+    # two views of one buffer: one storage
+    assert norm_memory.saved_bytes(lambda: torch.sin(x[:3]) + torch.cos(x[3:]))[0] == nbytes
+    # exp keeps its output, a new buffer: two storages in all
+    assert norm_memory.saved_bytes(lambda: torch.exp(torch.sin(x)))[0] == 2 * nbytes
+
+
+def test_norm_memory_table_and_mn_keeps_what_bn_keeps(norm_memory, monkeypatch, capsys):
+    """The memory table end to end (tiny shapes). MN in training keeps one input-sized tensor for
+    backward, as BN does (plus (K, C)-sized statistics), on both CPU paths; the paper's loop over
+    modes keeps several per mode, which shows the count sees extra tensors."""
+    monkeypatch.setattr(norm_memory, "SHAPES", [("tiny", (16, 8, 12, 12))] * 3)
+    medians = norm_memory.bench_layers(True, torch.contiguous_format, torch.device("cpu"))
+    out = capsys.readouterr().out
+    assert len([line for line in out.splitlines() if line.startswith("tiny")]) == 3 * 8
+    assert medians["BatchNorm2d"] == 1.0
+    for name in ("MN K=1", "MN K=2", "MN K=6", "MN K=2 torch-ops"):
+        assert 1.0 <= medians[name] < 1.1, (name, medians[name])
+    assert medians["literal K=2"] > 4 and medians["literal K=6"] > 2 * medians["literal K=2"]
+    ratios = norm_memory.bench_network(torch.channels_last, torch.device("cpu"), batch_size=8)
+    assert ratios["BN"] == 1.0 and all(1.0 <= r < 1.1 for r in ratios.values()), ratios
+    assert "ResNet20 training step, batch 8" in capsys.readouterr().out
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            norm_memory.main(["--device", "cuda", "--quick"])
+        assert "no CUDA device" in capsys.readouterr().err

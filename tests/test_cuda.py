@@ -212,6 +212,16 @@ def test_norm_speed_benchmark_runs_on_cuda(capsys):
     assert len([line for line in out.splitlines() if line.startswith("resnet20 stage")]) == 3 * 7
 
 
+def test_norm_memory_benchmark_runs_on_cuda(capsys):
+    """benchmarks/norm_memory.py --device cuda: saved bytes and the allocator's peak per layer;
+    the torch-op path MN keeps what BN keeps on the GPU too."""
+    bench = _load_benchmark("norm_memory")
+    medians = bench.bench_layers(True, torch.contiguous_format, torch.device("cuda"))
+    out = capsys.readouterr().out
+    assert "peak MiB" in out and "torch-ops" not in out
+    assert 1.0 <= medians["MN K=2"] < 1.1 and medians["literal K=2"] > 4
+
+
 def test_train_speed_benchmark_with_cuda_graphs(capsys):
     """benchmarks/train_speed.py --device cuda --compile-mode reduce-overhead: ResNet20 BN / MN
     training steps under CUDA graphs (the speed that decides whether 160 epochs fit a GPU lease)."""
