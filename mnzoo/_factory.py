@@ -12,7 +12,7 @@ from typing import Any, List
 
 from torch import nn
 
-from .weights import WeightsNotFoundError, check_hub_reachable, published
+from .weights import WeightsNotFoundError, hub_offline_if_cached, published
 
 __all__ = ['create_model', 'list_models', 'UnknownModelError']
 
@@ -56,10 +56,11 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
     if name.startswith(('hf-hub:', 'hf_hub:')):
         repo_rev = name.split(':', 1)[1]
         repo, _, rev = repo_rev.partition('@')
-        check_hub_reachable(repo, 'config.json', rev or None)
         from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
         try:
-            return timm.create_model(name, pretrained=pretrained, **kwargs)
+            # a dead Hub fails within MNZOO_HUB_TIMEOUT s, unless the repo is cached (then: offline)
+            with hub_offline_if_cached(repo, 'config.json', rev or None, kwargs.get('cache_dir')):
+                return timm.create_model(name, pretrained=pretrained, **kwargs)
         except RepositoryNotFoundError as e:
             raise WeightsNotFoundError(f'Hub repo {repo!r} not found (missing or private).') from e
         except EntryNotFoundError as e:

@@ -10,7 +10,8 @@ Resolution order for ``pretrained=True`` (``fetch_verified``):
    torch.hub clone; the weights dir defaults to ``<repo root>/weights_cards`` and can be overridden with
    ``MNZOO_WEIGHTS_DIR``);
 2. otherwise ``huggingface_hub.hf_hub_download`` of ``model.safetensors`` from the Hub id (respects
-   ``HF_ENDPOINT``; bounded timeouts).
+   ``HF_ENDPOINT``; bounded timeouts) into the Hub cache, or into ``cache_dir`` when
+   ``timm.create_model(..., cache_dir=...)`` names one.
 
 Two-level trust for the expected sha256:
 
@@ -28,19 +29,21 @@ cached copy is still used (and verified).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 __all__ = [
     'WeightsError', 'WeightsNotFoundError', 'IntegrityError', 'CorruptWeightsError', 'HubUnavailableError',
     'WeightsEntry', 'WEIGHTS_FILENAME', 'CONFIG_FILENAME', 'HUB_ORG',
     'manifest_path', 'weights_dir', 'load_manifest', 'get_entry', 'published', 'published_tags', 'hub_id',
-    'hub_endpoint', 'check_hub_reachable', 'sha256_file', 'check_safetensors', 'verify_file', 'fetch_verified',
+    'hub_endpoint', 'check_hub_reachable', 'hub_offline_if_cached', 'sha256_file', 'check_safetensors',
+    'verify_file', 'fetch_verified',
     'pretrained_overlay',
 ]
 
@@ -252,11 +255,38 @@ def check_hub_reachable(repo_id: str, filename: str = CONFIG_FILENAME, revision:
             f'{filename} of {repo_id!r}. Check the network / HF_ENDPOINT, or load from a checkout with weights_cards/.')
 
 
-def _hf_download(repo_id: str, filename: str, revision: Optional[str] = None) -> Path:
+@contextlib.contextmanager
+def hub_offline_if_cached(repo_id: str, filename: str = CONFIG_FILENAME, revision: Optional[str] = None,
+                          cache_dir: Optional[Union[str, Path]] = None) -> Iterator[None]:
+    """Run the block online if the Hub answers; if it does not but ``filename`` of the repo is cached,
+    run it in huggingface_hub's offline mode (answers from the cache, no waits); else raise
+    ``HubUnavailableError``. For ``hf-hub:`` names, whose config.json timm downloads itself."""
+    from huggingface_hub import constants as hf_constants
+    if hf_constants.HF_HUB_OFFLINE:
+        yield
+        return
+    try:
+        check_hub_reachable(repo_id, filename, revision)
+    except HubUnavailableError:
+        import huggingface_hub
+        cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+        if not (isinstance(cached, str) and os.path.isfile(cached)):
+            raise
+        hf_constants.HF_HUB_OFFLINE = True  # read at call time by hf_hub_download
+        try:
+            yield
+        finally:
+            hf_constants.HF_HUB_OFFLINE = False
+        return
+    yield
+
+
+def _hf_download(repo_id: str, filename: str, revision: Optional[str] = None,
+                 cache_dir: Optional[Union[str, Path]] = None) -> Path:
     """``hf_hub_download`` with a bounded reachability probe and mnzoo errors that say what went wrong.
 
-    If the endpoint does not answer but the file is in the local Hub cache, the cached copy is used
-    (the caller verifies its sha256 anyway).
+    If the endpoint does not answer but the file is in the local Hub cache (``cache_dir`` when given),
+    the cached copy is used (the caller verifies its sha256 anyway).
     """
     import huggingface_hub
     from huggingface_hub import constants as hf_constants
@@ -269,7 +299,7 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str] = None) ->
         if not hf_constants.HF_HUB_OFFLINE:  # offline mode: hf_hub_download answers from the cache alone
             check_hub_reachable(repo_id, filename, revision)
     except HubUnavailableError:
-        cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, revision=revision)
+        cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
         if isinstance(cached, str) and os.path.isfile(cached):
             return Path(cached)
         raise
@@ -278,7 +308,7 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str] = None) ->
     where = f'{filename} of Hub repo {repo_id!r} at {endpoint}'
     try:
         path = huggingface_hub.hf_hub_download(
-            repo_id=repo_id, filename=filename, revision=revision, endpoint=endpoint,
+            repo_id=repo_id, filename=filename, revision=revision, endpoint=endpoint, cache_dir=cache_dir,
             etag_timeout=HUB_TIMEOUT_S, library_name='mnzoo')
     except RepositoryNotFoundError as e:
         raise WeightsNotFoundError(
@@ -339,14 +369,16 @@ def _recorded_sha(config_path: Path, where: str) -> str:
             f'verified ({type(e).__name__}: {e}). Re-export it with mnzoo.hub.export.') from e
 
 
-def fetch_verified(pretrained_cfg: Any) -> Path:
+def fetch_verified(pretrained_cfg: Any, cache_dir: Optional[Union[str, Path]] = None) -> Path:
     """Local path of a sha256-verified ``model.safetensors`` for a resolved timm pretrained cfg.
 
     ``pretrained_cfg`` is timm's ``PretrainedCfg`` (or its dict form) with ``architecture``, ``tag`` and
     ``hf_hub_id``. Weights in the manifest come from the local weights dir if present, else the Hub, and are
     checked against the manifest sha256. Other ``hf-hub:`` repos (``source == 'hf-hub'``) and
     ``local-dir:`` folders (``source == 'local-dir'``) are checked against their ``config.json``'s
-    ``mnzoo.sha256`` (written by ``mnzoo.hub.export``). Raises a ``WeightsError`` subclass naming the problem.
+    ``mnzoo.sha256`` (written by ``mnzoo.hub.export``). Hub downloads go to ``cache_dir`` when given (as
+    timm's ``create_model(cache_dir=...)``), else to the Hub cache. Raises a ``WeightsError`` subclass
+    naming the problem.
     """
     arch, tag = _weight_name(pretrained_cfg)
     hid = _cfg_get(pretrained_cfg, 'hf_hub_id')
@@ -366,12 +398,12 @@ def fetch_verified(pretrained_cfg: Any) -> Path:
         if local.is_file():
             return verify_file(local, entry.sha256)
         repo, rev = _split_hub_id(hid) if hid else (entry.hf_hub_id, None)
-        return verify_file(_hf_download(repo, WEIGHTS_FILENAME, rev), entry.sha256)
+        return verify_file(_hf_download(repo, WEIGHTS_FILENAME, rev, cache_dir), entry.sha256)
 
     if source == 'hf-hub' and hid:
         repo, rev = _split_hub_id(hid)
-        expected = _recorded_sha(_hf_download(repo, CONFIG_FILENAME, rev), f'Hub repo {repo!r}')
-        return verify_file(_hf_download(repo, WEIGHTS_FILENAME, rev), expected)
+        expected = _recorded_sha(_hf_download(repo, CONFIG_FILENAME, rev, cache_dir), f'Hub repo {repo!r}')
+        return verify_file(_hf_download(repo, WEIGHTS_FILENAME, rev, cache_dir), expected)
 
     tags = published_tags(arch) if arch else []
     avail = ', '.join(f'{arch}.{t}' for t in tags) if tags else 'none'
@@ -385,6 +417,7 @@ def pretrained_overlay(
         pretrained_cfg: Any = None,
         pretrained_cfg_overlay: Optional[Dict[str, Any]] = None,
         in_chans: Optional[int] = None,
+        cache_dir: Optional[Union[str, Path]] = None,
 ) -> Dict[str, Any]:
     """The ``pretrained_cfg_overlay`` a family's ``_create_*`` passes to ``build_model_with_cfg`` when pretrained.
 
@@ -419,7 +452,7 @@ def pretrained_overlay(
                 f'in_chans={in_chans} is incompatible with the {arch}.{tag} weights, which were trained on {src} '
                 f'input channels, and {arch} names no first_conv that timm could adapt. '
                 f'Use in_chans={src} or pretrained=False.')
-    path = fetch_verified(cfg)
+    path = fetch_verified(cfg, cache_dir)
     overlay = dict(pretrained_cfg_overlay or {})
     overlay.update(file=str(path), source='file', custom_load=False)
     return overlay

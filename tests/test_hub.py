@@ -71,6 +71,25 @@ def test_timm_hf_hub_loads_export_through_olah(hf_hub_env, exported):
     _assert_same_tensors(create_model(f'hf-hub:{repo_id}', pretrained=True), exported)
 
 
+def test_create_model_cache_dir_receives_the_download(hf_hub_env, exported, tmp_path, monkeypatch):
+    """timm.create_model(..., cache_dir=...) puts the weights there, as for timm's own models, and a
+    later load with the Hub down finds them there (not in the default Hub cache)."""
+    repo_id = _fresh()
+    hf_hub_env.add_repo(repo_id, exported)
+    cache = tmp_path / 'my-cache'
+    model = timm.create_model(f'hf-hub:{repo_id}', pretrained=True, cache_dir=cache)
+    _assert_same_tensors(model, exported)
+    assert Path(model.pretrained_cfg['file']).is_relative_to(cache)
+    assert {p.name for p in cache.rglob('*') if p.is_file() and p.parent.name != 'blobs'} >= {
+        'model.safetensors', 'config.json'}
+    assert not (tmp_path / 'hf-cache' / f"models--{repo_id.replace('/', '--')}").exists()
+    monkeypatch.setenv('HF_ENDPOINT', f'http://127.0.0.1:{free_port()}')  # the Hub goes away
+    again = create_model(f'hf-hub:{repo_id}', pretrained=True, cache_dir=cache)
+    assert again.pretrained_cfg['file'] == model.pretrained_cfg['file']
+    with pytest.raises(weights.HubUnavailableError):  # the default cache never had it
+        create_model(f'hf-hub:{repo_id}', pretrained=True)
+
+
 def test_cached_hub_weights_survive_hub_outage(hf_hub_env, exported, monkeypatch):
     repo_id = _fresh()
     hf_hub_env.add_repo(repo_id, exported)

@@ -266,7 +266,7 @@ def build_mn_model(
 
     if pretrained:
         overlay = _weights.pretrained_overlay(
-            variant, pretrained_cfg, pretrained_cfg_overlay, model_kwargs.get('in_chans'))
+            variant, pretrained_cfg, pretrained_cfg_overlay, model_kwargs.get('in_chans'), cache_dir)
         src = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=overlay)
         name = f'{variant}.{src.tag}' if src.tag else variant
         n_cls = model_kwargs.get('num_classes', src.num_classes)
