@@ -271,6 +271,23 @@ def test_bad_input_errors_name_layer_and_problem():
     with pytest.raises(ValueError, match=r"ModeNorm2d.*batch of 1"):
         layer(torch.randn(1, 4, 5, 5))
     layer.eval()(torch.randn(1, 4, 5, 5))  # fine in eval
+    layer.train()
+    with pytest.raises(ValueError, match=r"batch of 0 samples cannot give mode statistics in training"):
+        layer(torch.randn(0, 4, 5, 5))
+    no_running = ModeNorm2d(4, 2, track_running_stats=False).eval()  # eval on batch statistics
+    with pytest.raises(ValueError, match=r"batch of 1 sample cannot .*track_running_stats=False\); use batches "
+                                         r"of 2 or more$"):
+        no_running(torch.randn(1, 4, 5, 5))
+    for bad_eps in (-1e-5, float("nan"), float("inf"), "1e-5"):
+        with pytest.raises(ValueError, match=r"ModeNorm2d: eps must be a finite number >= 0"):
+            ModeNorm2d(4, 2, eps=bad_eps)
+        with pytest.raises(ValueError, match=r"ModeGroupNorm: eps must be a finite number >= 0"):
+            ModeGroupNorm(4, 2, eps=bad_eps)
+    for bad_momentum in (-0.1, 1.5, float("nan"), "0.1"):
+        with pytest.raises(ValueError, match=r"ModeNorm1d: momentum must be in \[0, 1\] or None"):
+            ModeNorm1d(4, 2, momentum=bad_momentum)
+    for ok in (dict(eps=0.0, momentum=None), dict(eps=1, momentum=0), dict(momentum=1.0)):
+        ModeNorm2d(4, 2, **ok)(torch.randn(3, 4, 2, 2))  # BN's edge values stay allowed
     with pytest.raises(ValueError, match=r"num_modes must be >= 1"):
         ModeNorm2d(4, 0)
     with pytest.raises(TypeError, match=r"num_modes must be an int"):

@@ -7,6 +7,7 @@ the feature map in ``_fused.py``; this module holds the modules, their buffers a
 from __future__ import annotations
 
 import contextlib
+import numbers
 from typing import ContextManager, List, Optional, Sequence, Tuple
 
 import torch
@@ -94,6 +95,16 @@ def _check_num_modes(name: str, num_modes: int) -> None:
         raise ValueError(f"{name}: num_modes must be >= 1, got {num_modes}")
 
 
+def _check_eps_momentum(name: str, eps: float, momentum: Optional[float] = None) -> None:
+    """eps >= 0 (a negative one can take sqrt of a negative variance) and momentum in [0, 1] or
+    None (the cumulative average), as nn.BatchNorm2d means them (it does not check them)."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < float("inf"):
+        raise ValueError(f"{name}: eps must be a finite number >= 0, got {eps!r}")
+    if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)
+                                 or not 0 <= momentum <= 1):
+        raise ValueError(f"{name}: momentum must be in [0, 1] or None (cumulative average), got {momentum!r}")
+
+
 class ModeNorm2d(_NormBase):
     """Mode Normalization for (N, C, H, W) inputs; a drop-in for ``nn.BatchNorm2d``.
 
@@ -122,6 +133,7 @@ class ModeNorm2d(_NormBase):
     ) -> None:
         super().__init__()
         _check_num_modes(type(self).__name__, num_modes)
+        _check_eps_momentum(type(self).__name__, eps, momentum)
         if num_features < 1:
             raise ValueError(f"{type(self).__name__}: num_features must be >= 1, got {num_features}")
         factory = {"device": device, "dtype": dtype}
@@ -185,9 +197,12 @@ class ModeNorm2d(_NormBase):
         self._check_input(x)
         use_batch_stats = self.training or not self.track_running_stats
         if use_batch_stats and not self._local_batch_ok(x.shape[0]):
+            where = "in training" if self.training else "from the batch (track_running_stats=False)"
+            hint = ", or call .eval()" if self.training and self.track_running_stats else ""
             raise ValueError(
-                f"{self._get_name()}({self.extra_repr()}): a batch of {x.shape[0]} sample cannot "
-                "give mode statistics in training; use batches of 2 or more, or call .eval()")
+                f"{self._get_name()}({self.extra_repr()}): a batch of {x.shape[0]} sample"
+                f"{'' if x.shape[0] == 1 else 's'} cannot give mode statistics {where}; "
+                f"use batches of 2 or more{hint}")
         in_dtype = x.dtype
         cdtype = self._compute_dtype(x)
         with _no_autocast(x):
@@ -301,6 +316,7 @@ class ModeGroupNorm(_NormBase):
     ) -> None:
         super().__init__()
         _check_num_modes(type(self).__name__, num_modes)
+        _check_eps_momentum(type(self).__name__, eps)
         if num_channels < 1:
             raise ValueError(f"{type(self).__name__}: num_channels must be >= 1, got {num_channels}")
         factory = {"device": device, "dtype": dtype}
