@@ -3,6 +3,7 @@ counts, feature extraction, configs, and the pretrained path through mnzoo.weigh
 import hashlib
 import json
 import logging
+import re
 import subprocess
 import sys
 
@@ -295,7 +296,25 @@ def test_mode_norm_batch_of_one():
         model(torch.randn(1, 3, 32, 32))
 
 
+@pytest.mark.parametrize('name', ['lenet_mn', 'resnet20_bn', 'nin_mn', 'vgg13_cifar_bn'])
+def test_wrong_input_shape_is_named_at_the_model(name):
+    model = timm.create_model(name).eval()
+    for bad in (torch.randn(2, 1, 32, 32), torch.randn(3, 32, 32)):  # channel mismatch; one unbatched image
+        shape = re.escape(str(list(bad.shape)))
+        with pytest.raises(ValueError, match=r'shape \(N, 3, H, W\) \(in_chans=3\), got shape ' + shape):
+            model(bad)
+        with pytest.raises(ValueError, match=shape):
+            model.forward_intermediates(bad)
+    gray = timm.create_model(name, in_chans=1).eval()
+    assert gray(torch.randn(2, 1, 32, 32)).shape == (2, 10 if 'lenet' not in name else 40)
+
+
 def test_bad_kwargs():
+    for name, key, bad in (('resnet20_mn', 'drop_rate', 1.5), ('resnet56_bn', 'drop_path_rate', -0.1),
+                           ('nin_mn', 'drop_rate', 1.0), ('lenet_mn', 'drop_rate', '0.1')):
+        with pytest.raises(ValueError, match=rf'{name}: {key} must be a number in \[0, 1\), got'):
+            timm.create_model(name, **{key: bad})
+    assert timm.create_model('resnet20_mn', drop_rate=0.0, drop_path_rate=0.5).drop_rate == 0.0
     with pytest.raises(TypeError, match="'num_mode'"):
         timm.create_model('resnet20_mn', num_mode=3)
     with pytest.raises(TypeError, match="'dropout'"):

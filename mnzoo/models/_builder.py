@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import numbers
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
@@ -231,6 +232,12 @@ def _check_positive_int(variant: str, name: str, value: Any, minimum: int) -> No
         raise ValueError(f'{variant}: {name} must be >= {minimum}, got {value}')
 
 
+def _check_rate(variant: str, name: str, value: Any) -> None:
+    """A dropout-style probability: a number in [0, 1) (nn.Dropout would only object at forward)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f'{variant}: {name} must be a number in [0, 1), got {value!r}')
+
+
 def build_mn_model(
         model_cls: Union[Type[nn.Module], Callable[..., nn.Module]],
         variant: str,
@@ -263,6 +270,9 @@ def build_mn_model(
         _check_positive_int(variant, 'in_chans', model_kwargs['in_chans'], 1)
     if 'num_classes' in model_kwargs:
         _check_positive_int(variant, 'num_classes', model_kwargs['num_classes'], 0)
+    for key in ('drop_rate', 'drop_path_rate'):
+        if key in model_kwargs:
+            _check_rate(variant, key, model_kwargs[key])
 
     if pretrained:
         overlay = _weights.pretrained_overlay(
@@ -326,6 +336,13 @@ class IntermediatesMixin:
     def _prune_head(self) -> None:
         self.reset_classifier(0, '')
 
+    def _check_image(self, x: torch.Tensor) -> None:
+        """A clear error for a batch that is not (N, in_chans, H, W): torch's own names the conv's
+        weight shape, and takes a 3-dim input for one unbatched image."""
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'expected an image batch of shape (N, {self.in_chans}, H, W) '
+                             f'(in_chans={self.in_chans}), got shape {list(x.shape)}')
+
     def forward_intermediates(
             self,
             x: torch.Tensor,
@@ -344,6 +361,7 @@ class IntermediatesMixin:
         if output_fmt != 'NCHW':
             raise ValueError(f'{type(self).__name__}.forward_intermediates: output_fmt must be NCHW, '
                              f'got {output_fmt!r}')
+        self._check_image(x)
         parts = self._feature_parts()
         take, max_index = feature_take_indices(len(parts), indices)
         if stop_early or intermediates_only:
@@ -400,6 +418,7 @@ class StagesHeadMixin(IntermediatesMixin):
         self.head.reset(num_classes, global_pool, **get_device_dtype(self))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_image(x)
         return self.stages(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -151,6 +151,7 @@ class LeNet(IntermediatesMixin, nn.Module):
             self.check_feature_size = False
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_image(x)
         return self.stages(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

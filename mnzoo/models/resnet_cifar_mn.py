@@ -156,6 +156,7 @@ class CifarResNet(IntermediatesMixin, nn.Module):
         self._num_feature_parts = index + 1
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_image(x)
         x = self._stem(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq([self.layer1, self.layer2, self.layer3], x, flatten=True)
