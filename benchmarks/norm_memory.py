@@ -26,10 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # norm_speed.py, when loaded from elsewhere
-from norm_speed import SHAPES, TORCH_OPS, LiteralModeNorm, _kernels  # noqa: E402
+from norm_speed import SHAPES, TORCH_OPS, LiteralModeNorm, _kernels, device_setup  # noqa: E402
 
 from mnzoo import ModeNorm2d  # noqa: E402
-from mnzoo.layers import build_cpu_kernels  # noqa: E402
 
 MIB = 2.0 ** 20
 
@@ -143,13 +142,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                     help="cuda: also the allocator's peak during forward + backward")
     args = ap.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda: no CUDA device is available")
-    device = torch.device(args.device)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    where = (f"CUDA {torch.cuda.get_device_name(device)}, torch-op path" if device.type == "cuda"
-             else f"CPU, mnzoo CPU kernels {'on' if build_cpu_kernels() else 'NOT AVAILABLE'}")
-    print(f"torch {torch.__version__}, fp32, {where}, {'channels_last' if args.channels_last else 'NCHW'}\n")
+    device, memory_format, where = device_setup(ap, args)
+    print(f"torch {torch.__version__}, fp32, {where}\n")
     bench_layers(args.quick, memory_format, device)
     if not args.quick:
         print()

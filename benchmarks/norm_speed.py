@@ -212,6 +212,21 @@ def bench_network(reps: int, memory_format: torch.memory_format = torch.contiguo
             print(f"  {label:<14}{med[label] * 1e3:>9.1f}{med[label] / med['BN']:>8.2f}")
 
 
+def device_setup(ap: argparse.ArgumentParser, args: argparse.Namespace
+                 ) -> Tuple[torch.device, torch.memory_format, str]:
+    """(device, memory format, a line saying where it runs) from --device and --channels-last;
+    --device cuda without a GPU stops with a message. Shared with norm_memory.py."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is available")
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        where = f"CUDA {torch.cuda.get_device_name(device)}, torch-op path"
+    else:
+        where = f"CPU, mnzoo CPU kernels {'on' if build_cpu_kernels() else 'NOT AVAILABLE'}"
+    layout = "channels_last" if args.channels_last else "NCHW"
+    return device, torch.channels_last if args.channels_last else torch.contiguous_format, f"{where}, {layout}"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=15)
@@ -223,17 +238,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                     help="cuda: time the layers on the GPU (the torch-op path), synchronised")
     args = ap.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda: no CUDA device is available")
-    device = torch.device(args.device)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    device, memory_format, where = device_setup(ap, args)
     torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        where = f"CUDA {torch.cuda.get_device_name(device)}, torch-op path"
-    else:
-        where = f"CPU, mnzoo CPU kernels {'on' if build_cpu_kernels() else 'NOT AVAILABLE'}"
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.reps} reps, fp32, {where}, "
-          f"{'channels_last' if args.channels_last else 'NCHW'}\n")
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.reps} reps, fp32, {where}\n")
     if not args.network_only:
         bench_layers(args.reps, args.quick, memory_format, device)
     if not args.quick:
