@@ -50,6 +50,29 @@ def test_published_weight_folders():
     assert problems == []
 
 
+@pytest.mark.parametrize('name', sorted(_manifest()))
+def test_cards_read_right_with_huggingface_hub(name):
+    """The Hub's own parser (huggingface_hub.ModelCard) reads each card's metadata as we mean it:
+    library, licence, datasets, and one model-index result per eval set whose top-1 and top-5 are
+    the manifest's numbers (what the Hub shows on the model page and in its leaderboards)."""
+    from huggingface_hub import ModelCard
+    entry = _manifest()[name]
+    data = ModelCard.load(CARDS / name / 'README.md').data
+    assert (data.library_name, data.license, data.pipeline_tag) == ('timm', entry['license'], 'image-classification')
+    assert data.datasets == entry['datasets']
+    assert data.model_name == name
+    found = {}
+    for r in data.eval_results:
+        assert r.task_type == 'image-classification'
+        split = r.dataset_name.rsplit(': ', 1)[1]
+        found[(split, r.metric_type)] = r.metric_value
+    expected = {}
+    for split, m in entry['metrics'].items():
+        expected[(split, 'accuracy')] = m['top1']
+        expected[(split, 'top_5_accuracy')] = m['top5']
+    assert found == expected
+
+
 LOGS = REPO_ROOT / 'training' / 'logs'
 
 
