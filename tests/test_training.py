@@ -297,6 +297,35 @@ def test_compiled_run_matches_eager(cache_dir, tmp_path):
     assert m_c["eval"]["mix"]["top1"] == m_e["eval"]["mix"]["top1"]
 
 
+def test_pretrained_and_initial_checkpoint_start_from_those_weights(cache_dir, tmp_path):
+    """--pretrained starts from the published weights (a new classifier for another class count)
+    and --initial-checkpoint from a file's; with lr 0 the trained weights are still exactly those.
+    A model without weights, a missing file or a checkpoint of another model is a clear error."""
+    import mnzoo
+    published = mnzoo.create_model("lenet_mn.multidomain", pretrained=True).state_dict()
+    base = lenet_args(tmp_path, cache_dir, "ft", epochs=1)
+    base = base[:base.index("--lr")] + ["--lr", "0"] + base[base.index("--lr") + 2:]
+    at = base.index("lenet_mn")
+    run(base[:at] + ["lenet_mn.multidomain", "--pretrained", "--num-classes", "50"] + base[at + 1:])
+    tuned = load(tmp_path / "ft" / "last.pth.tar")["state_dict"]
+    kept = [k for k in published if not k.startswith("fc.") and "running_" not in k and "num_batches" not in k]
+    assert len(kept) > 10 and all(torch.equal(tuned[k], published[k]) for k in kept)
+    assert tuned["fc.weight"].shape == (50, published["fc.weight"].shape[1])  # 40 published
+    assert yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())["pretrained"] is True
+    run(base[:at] + ["lenet_mn", "--num-classes", "50", "--initial-checkpoint", str(tmp_path / "ft" / "last.pth.tar")]
+        + base[at + 1:] + ["--experiment", "init"])
+    again = load(tmp_path / "init" / "last.pth.tar")["state_dict"]
+    assert all(torch.equal(again[k], tuned[k]) for k in kept + ["fc.weight"])
+    for extra, message in ((["--model", "nin_mn", "--pretrained"], "No published weights for 'nin_mn"),
+                           (["--initial-checkpoint", str(tmp_path / "none.pth")], "none.pth: no such file"),
+                           (["--model", "resnet20_mn", "--initial-checkpoint", str(tmp_path / "ft" / "last.pth.tar")],
+                            "does not fit resnet20_mn"),
+                           (["--num-classes", "10"], "--num-classes 10 is fewer than the 40 label values")):
+        proc = subprocess.run(base + extra + ["--experiment", "bad"], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+
+
 def test_compile_mode_needs_compile_and_a_known_mode(tmp_path):
     base = [sys.executable, str(TRAIN), "--model", "lenet_mn", "--train-data", CIFAR, "--output", str(tmp_path)]
     for extra, msg in ((["--compile-mode", "default"], "needs --compile"),

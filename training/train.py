@@ -4,6 +4,8 @@
     python training/train.py --config training/recipes/resnet20_cifar10.yaml --model resnet20_mn
     torchrun --nproc_per_node=4 training/train.py --config training/recipes/resnet18_imagenet.yaml
     python training/train.py --resume runs/resnet20_mn-cifar10/last.pth.tar     # continue a run
+    python training/train.py --config training/recipes/resnet20_cifar100.yaml --model resnet20_mn.cifar10 \
+        --pretrained --lr 0.01        # fine-tune published weights (new 100-way classifier)
 
 A recipe (YAML) sets defaults for the flags below (keys are the flag names with underscores);
 flags given on the command line override it. Each run writes runs/<experiment>/: config.yaml,
@@ -42,7 +44,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import timm
-from timm.models import resume_checkpoint
+from timm.models import load_checkpoint, resume_checkpoint
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import CheckpointSaver, ModelEmaV3, NativeScaler, distribute_bn, init_distributed_device
@@ -53,6 +55,7 @@ from validate import (DATASET_KINDS, autocast_context, build_loader, evaluate, p
 
 import mnzoo  # noqa: E402,F401  (registers the zoo's models with timm)
 from mnzoo.layers import ModeNorm2d, SyncModeNorm2d, convert_sync_mode_norm  # noqa: E402
+from mnzoo.weights import WeightsError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=None, help="timm model name, e.g. resnet20_mn")
     g.add_argument("--model-kwargs", nargs="*", default=None, help="key=value for timm.create_model (e.g. num_modes=4)")
     g.add_argument("--num-classes", type=int, default=None, help="default: the training set's")
+    g.add_argument("--pretrained", action="store_true",
+                   help="start from the published weights of --model (e.g. lenet_mn.multidomain); a new "
+                        "classifier when --num-classes differs from theirs")
+    g.add_argument("--initial-checkpoint", default=None,
+                   help="start from the weights of this file (a train.py checkpoint, a state_dict or "
+                        "safetensors; every key must match); --resume, by contrast, continues a run")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="single", choices=DATASET_KINDS,
                    help="single: one small-image source; multidomain: the 40-way mix; imagefolder: ImageNet-style")
@@ -226,7 +235,19 @@ def schedule_epochs(args: argparse.Namespace, updates_per_epoch: int) -> tuple:
 
 def create_model_and_optimizer(args: argparse.Namespace, device: torch.device):
     """timm model (synchronised norms under DDP with --sync-norm), timm optimizer, AMP grad scaler or None."""
-    model = timm.create_model(args.model, num_classes=args.num_classes, **args.model_kwargs)
+    try:
+        model = timm.create_model(args.model, pretrained=args.pretrained, num_classes=args.num_classes,
+                                  **args.model_kwargs)
+    except WeightsError as e:
+        raise SystemExit(f"error: --pretrained: {e}") from None
+    if args.initial_checkpoint:
+        if not Path(args.initial_checkpoint).is_file():
+            raise SystemExit(f"error: --initial-checkpoint {args.initial_checkpoint}: no such file")
+        try:
+            load_checkpoint(model, args.initial_checkpoint, use_ema=False, strict=True)
+        except RuntimeError as e:  # missing, unexpected or mis-shaped keys
+            raise SystemExit(f"error: --initial-checkpoint {args.initial_checkpoint} does not fit "
+                             f"{args.model}: {e}") from None
     if args.sync_norm and getattr(args, "distributed", False):
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         if has_bn and device.type != "cuda":
@@ -363,6 +384,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     train_data = getattr(train_loader, "data", None)
     if args.num_classes is None:
         args.num_classes = train_loader.num_classes
+    elif args.num_classes < train_loader.num_classes:
+        raise SystemExit(f"error: --num-classes {args.num_classes} is fewer than the {train_loader.num_classes} "
+                         "label values of the training data")
     updates_per_epoch = len(train_loader)
     num_epochs, max_updates, milestones, step_on_epochs = schedule_epochs(args, updates_per_epoch)
 
