@@ -451,6 +451,15 @@ def test_pretrained_features_only(published_resnet20_mn):
         assert torch.equal(getter.eval()(x)[0], out)  # the same weights through forward_intermediates
 
 
+def test_pretrained_with_another_num_modes_is_named_before_loading():
+    """The published weights fix K; another num_modes is a clear error, not a size-mismatch dump."""
+    with pytest.raises(ValueError, match=r'lenet_mn.multidomain was trained with num_modes=2, got num_modes=4'):
+        timm.create_model('lenet_mn.multidomain', pretrained=True, num_modes=4)
+    with pytest.raises(ValueError, match=r'resnet20_mn.cifar10 was trained with num_modes=2, got num_modes=1'):
+        timm.create_model('resnet20_mn', pretrained=True, num_modes=1)  # the default tag
+    assert timm.create_model('lenet_mn.multidomain', pretrained=True, num_modes=2).stages[0][1].num_modes == 2
+
+
 def test_pretrained_errors(published_resnet20_mn):
     from mnzoo.weights import IntegrityError, WeightsNotFoundError
     with pytest.raises(WeightsNotFoundError, match='resnet56_mn'):

@@ -238,6 +238,19 @@ def _check_rate(variant: str, name: str, value: Any) -> None:
         raise ValueError(f'{variant}: {name} must be a number in [0, 1), got {value!r}')
 
 
+def _check_pretrained_modes(variant: str, pretrained_cfg: Any, overlay: Optional[Dict[str, Any]],
+                            num_modes: Any) -> None:
+    """Before any download: a published weight's K is fixed (its gates and running statistics are
+    K-sized), so another num_modes is named here rather than as a size mismatch at load time."""
+    tag = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=overlay).tag
+    entry = _weights.get_entry(f'{variant}.{tag}') if tag else None
+    trained = entry.extra.get('num_modes') if entry is not None else None
+    if trained is not None and num_modes != trained:
+        raise ValueError(
+            f'{variant}.{tag} was trained with num_modes={trained}, got num_modes={num_modes}; use '
+            f'num_modes={trained}, or pretrained=False for a model with K={num_modes}.')
+
+
 def build_mn_model(
         model_cls: Union[Type[nn.Module], Callable[..., nn.Module]],
         variant: str,
@@ -275,6 +288,8 @@ def build_mn_model(
             _check_rate(variant, key, model_kwargs[key])
 
     if pretrained:
+        if 'num_modes' in model_kwargs:
+            _check_pretrained_modes(variant, pretrained_cfg, pretrained_cfg_overlay, model_kwargs['num_modes'])
         overlay = _weights.pretrained_overlay(
             variant, pretrained_cfg, pretrained_cfg_overlay, model_kwargs.get('in_chans'), cache_dir)
         src = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=overlay)
