@@ -363,6 +363,7 @@ def cmd_build_kernels(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='mnzoo', description='Mode Normalization model zoo (arXiv:1810.05466).')
+    ap.add_argument('--version', action='version', version=_versions())
     sub = ap.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
     def model_opts(p: argparse.ArgumentParser, weights: bool = True) -> None:
@@ -461,6 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--verbose', action='store_true', help="show the compiler's output")
     p.set_defaults(func=cmd_build_kernels)
     return ap
+
+
+def _versions() -> str:
+    """mnzoo and the versions it runs with (what a bug report needs)."""
+    import timm
+    import torch
+    from . import __version__
+    return f'mnzoo {__version__} (timm {timm.__version__}, torch {torch.__version__})'
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -87,6 +87,13 @@ def image_folder(weights_folder, tmp_path_factory):
     return data, expected
 
 
+def test_version_names_mnzoo_timm_and_torch():
+    r = run('--version')
+    assert r.stdout.strip() == f'mnzoo {mnzoo.__version__} (timm {timm.__version__}, torch {torch.__version__})'
+    pyproject = (REPO_ROOT / 'pyproject.toml').read_text()
+    assert f'\nversion = "{mnzoo.__version__}"\n' in pyproject  # one version, package and metadata alike
+
+
 def test_list(capsys):
     r = run('list')  # the console script, as a user runs it
     assert set(r.stdout.split()) == set(mnzoo.models.MODEL_NAMES)
