@@ -316,6 +316,13 @@ def test_pretrained_and_initial_checkpoint_start_from_those_weights(cache_dir, t
         + base[at + 1:] + ["--experiment", "init"])
     again = load(tmp_path / "init" / "last.pth.tar")["state_dict"]
     assert all(torch.equal(again[k], tuned[k]) for k in kept + ["fc.weight"])
+    # resuming needs neither the initial file nor the Hub: the run's checkpoint has the weights
+    (tmp_path / "ft" / "last.pth.tar").rename(tmp_path / "ft.pth.tar")
+    run(base[:at] + ["lenet_mn", "--num-classes", "50", "--initial-checkpoint", str(tmp_path / "ft" / "last.pth.tar")]
+        + base[at + 1:] + ["--resume", str(tmp_path / "init" / "last.pth.tar"), "--epochs", "2",
+                           "--experiment", "init"])
+    assert len(rows(tmp_path / "init")) == 2
+    (tmp_path / "ft.pth.tar").rename(tmp_path / "ft" / "last.pth.tar")
     for extra, message in ((["--model", "nin_mn", "--pretrained"], "No published weights for 'nin_mn"),
                            (["--initial-checkpoint", str(tmp_path / "none.pth")], "none.pth: no such file"),
                            (["--model", "resnet20_mn", "--initial-checkpoint", str(tmp_path / "ft" / "last.pth.tar")],

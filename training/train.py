@@ -235,12 +235,13 @@ def schedule_epochs(args: argparse.Namespace, updates_per_epoch: int) -> tuple:
 
 def create_model_and_optimizer(args: argparse.Namespace, device: torch.device):
     """timm model (synchronised norms under DDP with --sync-norm), timm optimizer, AMP grad scaler or None."""
+    fresh = not args.resume  # a resumed run takes its weights from the checkpoint alone
     try:
-        model = timm.create_model(args.model, pretrained=args.pretrained, num_classes=args.num_classes,
+        model = timm.create_model(args.model, pretrained=args.pretrained and fresh, num_classes=args.num_classes,
                                   **args.model_kwargs)
     except WeightsError as e:
         raise SystemExit(f"error: --pretrained: {e}") from None
-    if args.initial_checkpoint:
+    if args.initial_checkpoint and fresh:
         if not Path(args.initial_checkpoint).is_file():
             raise SystemExit(f"error: --initial-checkpoint {args.initial_checkpoint}: no such file")
         try:
