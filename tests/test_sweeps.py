@@ -58,7 +58,8 @@ def test_mean_and_sample_std_over_seeds_and_block_update(tmp_path, summarize):
         summarize.update_block(text, "table3", table)
 
 
-SHARED_1K = ROOT.parent / "shared" / "data" / "cifar10" / "test-lossless-1k.tar"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_1K = SHARED_DATA / "cifar10" / "test-lossless-1k.tar"
 SWEEP_160 = ROOT / "training" / "sweeps" / "resnet20_cifar10_160.sh"
 
 
@@ -115,3 +116,36 @@ def test_resnet20_160_script_trains_both_and_publishes_their_cards(tmp_path):
         assert f"| `{name}` | {config['mnzoo']['num_params']:,} |" in readme.read_text()
         assert f"{top1:.2f} (test-lossless-1k) |" in readme.read_text().split(f"| `{name}` |")[1].splitlines()[0]
     assert readme.read_text() != (ROOT / "README.md").read_text()  # the table took the new numbers
+
+
+def test_lenet_table_sweeps_name_skip_and_report_their_runs(tmp_path, summarize):
+    """table1_lenet.sh and table2_small_batch.sh (through lenet_sweep.sh) on tiny real data: one run
+    per <model>[:K]:<seed> named as the tables expect, into a folder they create; finished runs are
+    skipped; a failing run is reported and the sweep goes on; summarize.py reads the result."""
+    mnist, cifar = f"mnist={SHARED_DATA / 'mnist'}@test", f"cifar10={SHARED_1K}"
+    quick = ["--", "--train-data", mnist, cifar, "--train-subset", "64", "--eval-data", f"test:{mnist},{cifar}",
+             "--eval-subset", "64", "--batch-size", "32", "--schedule-unit", "updates", "--schedule-length", "4",
+             "--decay-milestones", "2", "3",
+             "--cache-dir", str(tmp_path / "cache")]
+    out = tmp_path / "runs" / "new"  # does not exist yet
+
+    def sweep(script, *args, env=None):
+        proc = subprocess.run(["bash", str(ROOT / "training" / "sweeps" / script), *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    assert "FAILED lenet_nope-multidomain-s0" in sweep("table1_lenet.sh", str(out), "lenet_mn:4:0", "lenet_bn:1",
+                                                       "lenet_nope:0", *quick)
+    log = sweep("table1_lenet.sh", str(out), "lenet_mn:4:0", "lenet_bn:1", *quick)
+    assert "skip lenet_mn_k4-multidomain-s0 (done)" in log and "skip lenet_bn-multidomain-s1 (done)" in log
+    sweep("table2_small_batch.sh", str(out), "lenet_mgn:2", *quick, env={"BATCH": "16"})
+    done = sorted(p.parent.name for p in out.glob("*/metrics.json"))
+    assert done == ["lenet_bn-multidomain-s1", "lenet_mgn-smallbatch16-s2", "lenet_mn_k4-multidomain-s0"]
+    assert (out / "lenet_nope-multidomain-s0.log").read_text().strip()  # the failure kept its log
+    m = json.loads((out / "lenet_mn_k4-multidomain-s0" / "metrics.json").read_text())
+    assert (m["seed"], m["model_kwargs"], m["updates"]) == (0, {"num_modes": 4}, 4)
+    mgn = json.loads((out / "lenet_mgn-smallbatch16-s2" / "metrics.json").read_text())
+    assert mgn["seed"] == 2 and "--batch-size 16" in mgn["command"]
+    table = summarize.summarize(summarize.load_runs(out, "*-multidomain-s*"), "test")
+    assert "lenet_bn" in table and "| lenet_mn | 4 |" in table.replace("`", "")
