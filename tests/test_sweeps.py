@@ -119,7 +119,8 @@ def test_resnet20_160_script_trains_both_and_publishes_their_cards(tmp_path):
 
 
 def test_lenet_table_sweeps_name_skip_and_report_their_runs(tmp_path, summarize):
-    """table1_lenet.sh and table2_small_batch.sh (through lenet_sweep.sh) on tiny real data: one run
+    """table1_lenet.sh, table2_small_batch.sh and table6_large_batch.sh (through lenet_sweep.sh) on
+    tiny real data: one run
     per <model>[:K]:<seed> named as the tables expect, into a folder they create; finished runs are
     skipped; a failing run is reported and the sweep goes on; summarize.py reads the result."""
     mnist, cifar = f"mnist={SHARED_DATA / 'mnist'}@test", f"cifar10={SHARED_1K}"
@@ -140,8 +141,11 @@ def test_lenet_table_sweeps_name_skip_and_report_their_runs(tmp_path, summarize)
     log = sweep("table1_lenet.sh", str(out), "lenet_mn:4:0", "lenet_bn:1", *quick)
     assert "skip lenet_mn_k4-multidomain-s0 (done)" in log and "skip lenet_bn-multidomain-s1 (done)" in log
     sweep("table2_small_batch.sh", str(out), "lenet_mgn:2", *quick, env={"BATCH": "16"})
+    sweep("table6_large_batch.sh", str(out), "lenet_ln:0", *quick, env={"BATCH": "48"})
     done = sorted(p.parent.name for p in out.glob("*/metrics.json"))
-    assert done == ["lenet_bn-multidomain-s1", "lenet_mgn-smallbatch16-s2", "lenet_mn_k4-multidomain-s0"]
+    assert done == ["lenet_bn-multidomain-s1", "lenet_ln-multidomain_n48-s0", "lenet_mgn-smallbatch16-s2",
+                    "lenet_mn_k4-multidomain-s0"]
+    assert json.loads((out / "lenet_ln-multidomain_n48-s0" / "metrics.json").read_text())["batch_size"] == 48
     assert (out / "lenet_nope-multidomain-s0.log").read_text().strip()  # the failure kept its log
     m = json.loads((out / "lenet_mn_k4-multidomain-s0" / "metrics.json").read_text())
     assert (m["seed"], m["model_kwargs"], m["updates"]) == (0, {"num_modes": 4}, 4)
