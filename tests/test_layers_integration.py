@@ -1,6 +1,7 @@
 """MN layers with the outside world: torch.distributed (gloo), model conversion, compile, export."""
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import tempfile
@@ -227,6 +228,28 @@ def _distribute_bn_worker(rank: int, world: int, port: int, out_path: str) -> No
             torch.save(layer.state_dict(), out_path)
     finally:
         dist.destroy_process_group()
+
+
+def test_mode_norm_is_a_norm_layer_for_timm_models():
+    """ModeNorm2d plugs into a timm model's norm_layer like nn.BatchNorm2d (num_features first,
+    BN keywords); timm's get_norm_layer passes the class through. Trains, then evaluates on the
+    running statistics it gathered."""
+    import timm
+    from timm.layers import get_norm_layer
+    assert get_norm_layer(ModeNorm2d) is ModeNorm2d
+    torch.manual_seed(0)
+    model = timm.create_model('resnet18', num_classes=3, norm_layer=functools.partial(ModeNorm2d, num_modes=3))
+    norms = [m for m in model.modules() if isinstance(m, ModeNorm2d)]
+    assert len(norms) == 20 and all(m.num_modes == 3 for m in norms)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    x = torch.randn(4, 3, 64, 64)
+    model(x).square().mean().backward()
+    assert all(m.gate.weight.grad is not None for m in norms)
+    assert int(norms[0].num_batches_tracked) == 1 and not torch.equal(norms[0].running_mean[1], torch.zeros(64))
+    with torch.no_grad():  # eval uses the running statistics: a sample's output ignores the rest of the batch
+        torch.testing.assert_close(model.eval()(x[:1]), model(x)[:1], rtol=1e-4, atol=1e-5)
+        model.train()
+        assert not torch.allclose(model(x[:2])[:1], model(x)[:1], rtol=1e-4, atol=1e-5)  # training does not
 
 
 def test_timm_distribute_bn_averages_mode_statistics():
