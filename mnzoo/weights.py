@@ -262,23 +262,27 @@ def hub_offline_if_cached(repo_id: str, filename: str = CONFIG_FILENAME, revisio
     run it in huggingface_hub's offline mode (answers from the cache, no waits); else raise
     ``HubUnavailableError``. For ``hf-hub:`` names, whose config.json timm downloads itself."""
     from huggingface_hub import constants as hf_constants
-    if hf_constants.HF_HUB_OFFLINE:
-        yield
-        return
-    try:
-        check_hub_reachable(repo_id, filename, revision)
-    except HubUnavailableError:
-        import huggingface_hub
-        cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
-        if not (isinstance(cached, str) and os.path.isfile(cached)):
-            raise
-        hf_constants.HF_HUB_OFFLINE = True  # read at call time by hf_hub_download
+    offline = False
+    if not hf_constants.HF_HUB_OFFLINE:
         try:
-            yield
-        finally:
+            check_hub_reachable(repo_id, filename, revision)
+        except HubUnavailableError:
+            if _cached_file(repo_id, filename, revision, cache_dir) is None:
+                raise
+            offline = hf_constants.HF_HUB_OFFLINE = True  # read at call time by hf_hub_download
+    try:
+        yield
+    finally:
+        if offline:
             hf_constants.HF_HUB_OFFLINE = False
-        return
-    yield
+
+
+def _cached_file(repo_id: str, filename: str, revision: Optional[str],
+                 cache_dir: Optional[Union[str, Path]]) -> Optional[Path]:
+    """The file from the local Hub cache (``cache_dir`` when given), or None."""
+    import huggingface_hub
+    cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+    return Path(cached) if isinstance(cached, str) and os.path.isfile(cached) else None
 
 
 def _hf_download(repo_id: str, filename: str, revision: Optional[str] = None,
@@ -299,9 +303,9 @@ def _hf_download(repo_id: str, filename: str, revision: Optional[str] = None,
         if not hf_constants.HF_HUB_OFFLINE:  # offline mode: hf_hub_download answers from the cache alone
             check_hub_reachable(repo_id, filename, revision)
     except HubUnavailableError:
-        cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
-        if isinstance(cached, str) and os.path.isfile(cached):
-            return Path(cached)
+        cached = _cached_file(repo_id, filename, revision, cache_dir)
+        if cached is not None:
+            return cached
         raise
     # The download timeout is a module constant in huggingface_hub; bound it too.
     hf_constants.HF_HUB_DOWNLOAD_TIMEOUT = min(hf_constants.HF_HUB_DOWNLOAD_TIMEOUT, int(max(HUB_TIMEOUT_S, 1)))
