@@ -1,11 +1,15 @@
-"""scripts/gpu_data.sh: CIFAR-10 files travel to a GPU machine as parts and arrive intact, or the
-unpack step says they did not (small stand-in files, a 1 KiB part size so that there are several)."""
+"""The scripts for a lent GPU machine, checked here without one. scripts/gpu_data.sh: CIFAR-10 files
+travel as parts and arrive intact, or unpack says they did not (small stand-in files, a 1 KiB part
+size so that there are several). scripts/gpu_checks.sh: logs under $OUT, and a failing or unknown
+step shows in its exit status."""
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import REPO_ROOT
 
@@ -67,3 +71,20 @@ def test_pack_names_a_missing_source_and_usage_errors(tmp_path):
     proc = _run(here, 'pack', str(tmp_path / 'nowhere'))
     assert proc.returncode == 1 and 'train.tar not found' in proc.stderr
     assert _run(here).returncode == 2 and _run(here, 'unpack').returncode == 1
+
+
+def test_gpu_checks_reports_failures_in_its_exit_status(tmp_path):
+    """Without a GPU, the `tests` step must fail (MNZOO_REQUIRE_CUDA=1), not skip: exit 1, with
+    pytest's log under $OUT; an unknown step is exit 2."""
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the script's own run is the check")
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), PYTHON=sys.executable)
+    proc = subprocess.run(["bash", "scripts/gpu_checks.sh", "tests"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "MNZOO_REQUIRE_CUDA=1 but torch sees no CUDA device" in (out / "test_cuda.txt").read_text()
+    assert (out / "nvidia-smi.txt").exists()
+    proc = subprocess.run(["bash", "scripts/gpu_checks.sh", "bogus"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 2 and "unknown step bogus" in proc.stderr
