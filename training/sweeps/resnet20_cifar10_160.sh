@@ -70,6 +70,7 @@ publish() {
       --deviation "None in the schedule: the paper's 160 epochs, lr 0.1 divided by 10 at epochs 80 and 120, batch 128, SGD momentum 0.9, weight decay 1e-4, running-estimate momentum 0.1, 4-pixel padded random crops and flips$k_text (Sec. 4.2, following He et al. 2016). Not stated in the paper, our choice: plain (non-Nesterov) momentum, weight decay on every parameter, per-channel normalisation with the train-set statistics." \
       --deviation "${common[0]}" --deviation "${common[1]}" --deviation "${common[2]}" \
       --limitation "Wall time on a shared VM: it includes the other run beside it and any other jobs." \
+      --limitation "Trained in several segments, one per working session, each resumed from the last epoch's checkpoint with train.py --resume (which continues a run exactly; tested). The wall time adds up each segment up to its last checkpoint (an epoch cut off by the end of a session is not counted), including pauses (SIGSTOP) while tests ran on the same machine." \
       --limitation "The 40-epoch GPU weights published under this name before are resnet20_$m.cifar10_40ep."
     mkdir -p "$LOGS/$name"
     rm -f "$LOGS/$name/metrics_cpu_eval.json"  # belonged to the GPU-trained 40-epoch weights
