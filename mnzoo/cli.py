@@ -109,7 +109,10 @@ def _dataset(path: str, model):
     from timm.data import create_dataset
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f'--data {path}: no such file or folder')
+        hint = ''
+        if '@' in path and Path(path.rsplit('@', 1)[0]).exists():
+            hint = f'; for a split of a dataset name its domain: --data <domain>={path} (e.g. mnist={path})'
+        raise FileNotFoundError(f'--data {path}: no such file or folder{hint}')
     ds = create_dataset('', root=str(p), transform=_transform(model))
     reader = ds.reader
     class_to_idx = getattr(reader, 'class_to_idx', None) or getattr(reader, 'class_name_to_idx', None) or {}

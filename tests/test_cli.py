@@ -121,6 +121,9 @@ def test_unknown_name_is_one_clear_line(capsys):
     assert 'Did you mean: resnet20_mn' in r.stderr and 'Traceback' not in r.stderr
     assert main(['eval', 'resnet20_mn.cifar10', '--random-init', '--data', '/nonexistent']) == 2
     assert 'mnzoo: error: --data /nonexistent: no such file or folder' in capsys.readouterr().err
+    split = str(REPO_ROOT) + '@test'  # an existing folder with a split but no domain
+    assert main(['eval', 'resnet20_mn.cifar10', '--random-init', '--data', split]) == 2
+    assert f'--data <domain>={split}' in capsys.readouterr().err
     assert main(['eval', 'resnet20_mn.cifar12', '--data', '/nonexistent']) == 2
     assert "Unknown tag 'cifar12'" in capsys.readouterr().err
 
