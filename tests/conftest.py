@@ -20,6 +20,16 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (the scripts are not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 OLAH_BIN = os.environ.get('MNZOO_OLAH_BIN') or os.path.join(
     os.environ.get('MNZOO_OLAH_VENV', '/opt/olah-venv'), 'bin', 'olah-cli')
 

@@ -2,30 +2,18 @@
 lie: sessions 1-2 timed the per-layer "train" rows in eval mode)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
 from mnzoo import ModeNorm2d
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def norm_speed():
-    return _load("norm_speed")
+    return load_benchmark("norm_speed")
 
 
 def test_layer_steps_time_train_and_eval_mode(norm_speed):
@@ -70,7 +58,7 @@ def test_norm_speed_table_on_cpu_and_a_clear_error_without_cuda(norm_speed, monk
 def test_train_speed_table_on_cpu_and_a_clear_error_without_cuda(capsys):
     """train_speed.py end to end on synthetic data (one step per model): a row per model, BN the
     baseline; --device cuda without a GPU stops with a message."""
-    train_speed = _load("train_speed")
+    train_speed = load_benchmark("train_speed")
     train_speed.main(["--batch-size", "16", "--rounds", "1", "--steps", "1", "--warmup", "0", "--threads", "1"])
     out = capsys.readouterr().out
     rows = [line.split("|") for line in out.splitlines() if line.startswith("| ") and "model" not in line]
@@ -84,7 +72,7 @@ def test_train_speed_table_on_cpu_and_a_clear_error_without_cuda(capsys):
 
 @pytest.fixture(scope="module")
 def norm_memory():
-    return _load("norm_memory")
+    return load_benchmark("norm_memory")
 
 
 def test_saved_bytes_counts_each_saved_storage_once(norm_memory):

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import load_benchmark
 from layer_inputs import assert_autocast_keeps_fp32_statistics
 from layer_inputs import mn_params as _mn_params, randomise as _randomise, two_domain_input as _input
 from mn_reference import mgn_reference, mn_eval_reference, mn_train_reference
@@ -191,21 +192,10 @@ def test_published_resnet20_mn_on_cuda_matches_its_card():
     assert abs(100 * correct / 1000 - expected) <= 0.2
 
 
-def _load_benchmark(name: str):
-    """benchmarks/<name>.py as a module (the scripts are not a package)."""
-    import importlib.util
-    import sys
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_norm_speed_benchmark_runs_on_cuda(capsys):
     """benchmarks/norm_speed.py --device cuda: the layer table with synchronised timings (the
     GPU session's speed figure for the torch-op path comes from this script)."""
-    bench = _load_benchmark("norm_speed")
+    bench = load_benchmark("norm_speed")
     bench.main(["--device", "cuda", "--quick", "--reps", "3", "--channels-last"])
     out = capsys.readouterr().out
     assert "CUDA" in out and "torch-ops" not in out
@@ -215,7 +205,7 @@ def test_norm_speed_benchmark_runs_on_cuda(capsys):
 def test_norm_memory_benchmark_runs_on_cuda(capsys):
     """benchmarks/norm_memory.py --device cuda: saved bytes and the allocator's peak per layer;
     the torch-op path MN keeps what BN keeps on the GPU too."""
-    bench = _load_benchmark("norm_memory")
+    bench = load_benchmark("norm_memory")
     medians = bench.bench_layers(True, torch.contiguous_format, torch.device("cuda"))
     out = capsys.readouterr().out
     assert "peak MiB" in out and "torch-ops" not in out
@@ -225,7 +215,7 @@ def test_norm_memory_benchmark_runs_on_cuda(capsys):
 def test_train_speed_benchmark_with_cuda_graphs(capsys):
     """benchmarks/train_speed.py --device cuda --compile-mode reduce-overhead: ResNet20 BN / MN
     training steps under CUDA graphs (the speed that decides whether 160 epochs fit a GPU lease)."""
-    bench = _load_benchmark("train_speed")
+    bench = load_benchmark("train_speed")
     bench.main(["--device", "cuda", "--compile-mode", "reduce-overhead", "--rounds", "2", "--steps", "5"])
     out = capsys.readouterr().out
     assert "torch.compile mode reduce-overhead" in out
