@@ -227,40 +227,13 @@ def cmd_modes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _domain_transform(domain: str, model):
-    """Preprocessing of one image of ``domain`` exactly as mnzoo.data feeds training: the domain's own
-    channel statistics, and for multi-domain models grey -> 3 channels and 28x28 zero-padded to 32x32."""
-    import numpy as np
-    import torch
-    from .data import DOMAINS
-    if domain not in DOMAINS:
-        raise ValueError(f'unknown --domain {domain!r}; known: {", ".join(sorted(DOMAINS))}')
-    d = DOMAINS[domain]
-    mean, std = torch.tensor(d.mean), torch.tensor(d.std)
-    multidomain = _is_multidomain(model)
-
-    def tf(im):
-        arr = np.asarray(im.convert('L' if len(d.mean) == 1 else 'RGB'))
-        x = torch.from_numpy(arr.copy()).float() / 255
-        x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
-        if multidomain:
-            x = x.expand(3, *x.shape[1:]) if x.shape[0] == 1 else x
-            ph, pw = 32 - x.shape[1], 32 - x.shape[2]
-            if ph < 0 or pw < 0:
-                raise ValueError(f'{domain} images must be at most 32x32 for a multi-domain model')
-            x = torch.nn.functional.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))  # black, in pixels
-        m = mean.expand(x.shape[0]) if mean.numel() == 1 else mean
-        sd = std.expand(x.shape[0]) if std.numel() == 1 else std
-        return (x - m.view(-1, 1, 1)) / sd.view(-1, 1, 1)
-    return tf
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
     model = _create(args.name, pretrained=not args.random_init, checkpoint=args.checkpoint, **_model_kwargs(args))
     if args.domain:
-        tf = _domain_transform(args.domain, model)
+        from .data import domain_transform
+        tf = domain_transform(args.domain, multidomain=_is_multidomain(model))
     elif _is_multidomain(model):
         raise ValueError(f'{args.name} normalises each domain with its own statistics: pass --domain '
                          f'(mnist, cifar10, svhn or fashion_mnist)')

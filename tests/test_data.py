@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from mnzoo.data import (DOMAINS, BatchAugment, TensorLoader, build_dataset, create_imagefolder_loader, load_source,
-                        multidomain_classes, parse_source, read_idx, read_idx_split, read_image_folder,
-                        read_torchvision)
+from mnzoo.data import (DOMAINS, BatchAugment, TensorLoader, build_dataset, create_imagefolder_loader,
+                        domain_transform, load_source, multidomain_classes, parse_source, read_idx, read_idx_split,
+                        read_image_folder, read_torchvision)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -270,6 +270,37 @@ def test_multidomain_mix(tmp_path):
         build_dataset([f"mnist={tmp_path / 'mnist'}", f"mnist={tmp_path / 'mnist'}"], multidomain=True)
     with pytest.raises(ValueError, match="single-domain"):
         build_dataset([f"mnist={tmp_path / 'mnist'}", f"cifar10={tmp_path / 'cifar'}"])
+
+
+
+def test_domain_transform_one_image_literal(tmp_path):
+    """One PIL image preprocessed as its domain is in training, against the paper's §4.1 recipe written
+    out: grey 28x28 -> 2 px of black on each side, 3 identical channels, then the domain's mean/std."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    want = np.zeros((32, 32))
+    want[2:30, 2:30] = grey / 255.0
+    want = (want - 0.2860) / 0.3530  # Fashion-MNIST's train-set statistics
+    got = domain_transform("fashion_mnist")(Image.fromarray(grey))
+    assert got.shape == (3, 32, 32) and got.dtype == torch.float32
+    for c in range(3):
+        np.testing.assert_allclose(got[c].numpy(), want, atol=1e-5)
+    # single-domain: native shape and channels, no padding
+    got1 = domain_transform("mnist", multidomain=False)(Image.fromarray(grey))
+    np.testing.assert_allclose(got1[0].numpy(), (grey / 255.0 - 0.1307) / 0.3081, atol=1e-5)
+    assert got1.shape == (1, 28, 28)
+    rgb = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    got3 = domain_transform("cifar10")(Image.fromarray(rgb))
+    mean, std = np.array(DOMAINS["cifar10"].mean), np.array(DOMAINS["cifar10"].std)
+    np.testing.assert_allclose(got3.permute(1, 2, 0).numpy(), (rgb / 255.0 - mean) / std, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown domain 'kmnist'"):
+        domain_transform("kmnist")
+    with pytest.raises(ValueError, match="not part of the multi-domain"):
+        domain_transform("cifar100")
+    with pytest.raises(ValueError, match="28x28 or 32x32, got 20x20"):
+        domain_transform("mnist")(Image.fromarray(grey[:20, :20]))
 
 
 # ---------------------------------------------------------------- augmentation and loader

@@ -48,6 +48,8 @@ def test_weights_doc_examples_run(hf_hub_env, monkeypatch):
         'hf-hub:mnzoo/resnet20_mn.cifar10': f'hf-hub:{repo_id}', '<checkout>': str(REPO_ROOT)})
     model = ns['model']
     assert isinstance(model, nn.Module) and model.get_classifier().out_features == 5
+    assert ns['x'].shape == ns['digit'].shape == (3, 32, 32) and ns['logits'].shape == (1, 40)
+    assert float(ns['digit'][0, 0, 0]) == pytest.approx(-0.1307 / 0.3081, abs=1e-6)  # black pad, MNIST stats
 
 
 @pytest.mark.parametrize('doc', ['README.md', 'docs/weights.md', 'docs/layers.md', 'docs/reproduction.md',

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from mnzoo.data import load_source
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = sorted(p for p in (REPO / "weights_cards").glob("*.*") if (p / "config.json").is_file())
@@ -67,3 +70,77 @@ def test_readme_model_table_is_current():
     assert start in readme and end in readme
     current = readme[readme.index(start) + len(start):readme.index(end)]
     assert current.strip() == model_table().strip(), "README model table is stale: run `mnzoo table`"
+
+
+def _card_usage(folder: Path) -> str:
+    card = (folder / "README.md").read_text()
+    return card[card.index("## Usage\n"):card.index("## Training\n")]
+
+
+def _first_image(spec: str, cache: Path, multidomain: bool):
+    """(the first image of a source as the eval pipeline reads it, normalised, and as uint8 HWC array)."""
+    from mnzoo.data import TensorLoader, build_dataset
+    data = build_dataset([spec], multidomain=multidomain, cache_dir=cache)
+    x, _, _ = next(iter(TensorLoader(data.subset(torch.arange(1)), 1)))
+    raw = load_source(spec, cache)[0][0]  # (C, H, W) uint8, before padding
+    return x[0], raw.permute(1, 2, 0).squeeze(-1).numpy()
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=[f.name for f in FOLDERS])
+def test_card_usage_snippet_runs_and_preprocesses_like_eval(folder, data_cache, tmp_path, monkeypatch):
+    """The card's Usage code is render_usage's, and run as written (on a real test image) it gives the
+    probabilities of the eval pipeline (mnzoo.data, which measured the card's numbers) for that image."""
+    from PIL import Image
+
+    import mnzoo  # noqa: F401  (registers the models in timm)
+    import timm
+    from mnzoo.hub.card import render_usage
+    usage = _card_usage(folder)
+    assert usage == render_usage(folder.name) + "\n", "card Usage section is stale: rerun render_usage"
+    mz = json.loads((folder / "config.json").read_text())["mnzoo"]
+    multidomain = folder.name.split(".", 1)[1].startswith("multidomain")
+    domain = "mnist" if multidomain else "cifar10"
+    spec = next(s for specs in mz["eval_data"].values() for s in specs if s.startswith(domain + "="))
+    if not _path_of(spec).exists():
+        pytest.skip(f"{spec} not on this machine")
+    spec = spec.split("=", 1)[0] + "=" + str(_path_of(spec)) + ("@" + spec.rsplit("@", 1)[1] if "@" in spec else "")
+    x, raw = _first_image(spec, data_cache, multidomain)
+    Image.fromarray(raw).save(tmp_path / ("digit.png" if multidomain else "image.png"))
+    code = usage.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, f"{folder.name}/README.md", "exec"), namespace)
+    model = timm.create_model(folder.name, pretrained=True).eval()
+    with torch.no_grad():
+        expected = model(x[None]).softmax(dim=1)[0]
+    torch.testing.assert_close(namespace["probs"], expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("folder", [f for f in FOLDERS if not f.name.split(".", 1)[1].startswith("multidomain")],
+                         ids=lambda f: f.name)
+def test_timm_eval_transform_reproduces_the_card(folder):
+    """A timm user's own pipeline (create_dataset on the ImageFolder tar, the eval transform from
+    resolve_model_data_config) gives exactly the card's top-1 / top-5 on the 1k lossless set."""
+    import mnzoo  # noqa: F401
+    import timm
+    from timm.data import create_dataset, create_transform, resolve_model_data_config
+    mz = json.loads((folder / "config.json").read_text())["mnzoo"]
+    small = {k: v for k, v in mz["eval_data"].items() if mz["metrics"][k]["n"] <= 1000}
+    assert small, f"{folder.name}: no eval set of <= 1000 images to check the timm path on"
+    for name, (spec,) in small.items():
+        path = _path_of(spec)
+        if not path.exists():
+            pytest.skip(f"{path} not on this machine")
+        model = timm.create_model(folder.name, pretrained=True).eval()
+        transform = create_transform(**resolve_model_data_config(model), is_training=False)
+        ds = create_dataset("", root=str(path), transform=transform)
+        hit1 = hit5 = 0
+        with torch.no_grad():
+            for x, y in torch.utils.data.DataLoader(ds, batch_size=250):
+                top5 = model(x).topk(5, dim=1).indices
+                hit1 += int((top5[:, 0] == y).sum())
+                hit5 += int((top5 == y[:, None]).any(dim=1).sum())
+        expected = mz["metrics"][name]
+        assert len(ds) == expected["n"]
+        assert (round(100.0 * hit1 / len(ds), 4), round(100.0 * hit5 / len(ds), 4)) == \
+            (expected["top1"], expected["top5"]), name

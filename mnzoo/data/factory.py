@@ -20,7 +20,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,7 @@ __all__ = [
     "load_source",
     "build_dataset",
     "multidomain_classes",
+    "domain_transform",
     "create_imagefolder_loader",
 ]
 
@@ -160,6 +161,35 @@ def _to_rgb32(images: Tensor) -> Tensor:
     if images.shape[-2:] != (32, 32):
         raise ValueError(f"multi-domain images must be 28x28 or 32x32, got {h}x{w}")
     return images.contiguous()
+
+
+def domain_transform(domain: str, multidomain: bool = True) -> Callable[[Any], Tensor]:
+    """Preprocessing of one PIL image of ``domain``, exactly as :func:`build_dataset` and
+    :class:`TensorLoader` feed training and ``mnzoo eval``: the domain's own channel mean/std and, for
+    a multi-domain model, grey -> 3 channels and 28x28 zero-padded to 32x32. Returns a (C, H, W) float32.
+
+    Use it for models that normalise per domain (the ``multidomain`` weights), where timm's
+    ``create_transform`` cannot know the domain of an image.
+    """
+    import numpy as np
+
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; known: {', '.join(sorted(DOMAINS))}")
+    dom = DOMAINS[domain]
+    if multidomain and dom.offset < 0:
+        raise ValueError(f"domain {domain!r} is not part of the multi-domain label space")
+    channels = 3 if multidomain else len(dom.mean)
+    mean, std = _stats(dom, channels)
+    scale, shift = 1.0 / (255.0 * std), -mean / std  # the loader's affine map, so results are identical
+
+    def transform(image: Any) -> Tensor:
+        arr = np.asarray(image.convert("L" if len(dom.mean) == 1 else "RGB"))
+        x = torch.from_numpy(arr.copy())
+        x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
+        if multidomain:
+            x = _to_rgb32(x)
+        return x[0].float().mul_(scale[:, None, None]).add_(shift[:, None, None])
+    return transform
 
 
 def multidomain_classes() -> List[str]:

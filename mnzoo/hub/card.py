@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import yaml
 
 __all__ = ['PAPER_RESULTS', 'BIBTEX', 'DATASETS', 'SCHEDULE_TAGS', 'load_metrics', 'eval_sets', 'dataset_label',
-           'paper_rows', 'render_card', 'parse_front_matter']
+           'paper_rows', 'render_usage', 'render_card', 'parse_front_matter']
 
 PAPER = 'Mode Normalization (Deecke, Murray & Bilen, ICLR 2019, arXiv:1810.05466)'
 
@@ -232,6 +232,42 @@ def _epochs(metrics: Mapping[str, Any]) -> Any:
     return epochs
 
 
+def _is_multidomain(tag: str) -> bool:
+    return tag.startswith('multidomain')
+
+
+def render_usage(name: str) -> str:
+    """The card's Usage section for ``<arch>.<tag>``: load, preprocess one image as the card's numbers
+    were measured, classify. Multi-domain weights normalise each domain with its own statistics, which
+    timm's ``create_transform`` cannot know, so their cards use ``mnzoo.data.domain_transform``."""
+    arch, _, tag = name.partition('.')
+    lines = ['## Usage', '', '```python', 'import timm, torch, mnzoo  # importing mnzoo registers its models in timm',
+             'from PIL import Image', '',
+             f"model = timm.create_model('{name}', pretrained=True).eval()",
+             f"# or from the Hub repo: timm.create_model('hf-hub:mnzoo/{name}', pretrained=True)",
+             f"# or: torch.hub.load('<mnzoo checkout>', '{arch}', source='local', tag='{tag}', pretrained=True)", '']
+    if _is_multidomain(tag):
+        lines += ["# each domain has its own mean/std, and grey 28 x 28 images are zero-padded to 3 x 32 x 32, as in",
+                  "# training: name the image's domain (mnist, cifar10, svhn or fashion_mnist)",
+                  'from mnzoo.data import domain_transform',
+                  "transform = domain_transform('mnist')",
+                  "image = Image.open('digit.png')"]
+        cli = f'mnzoo predict {name} digit.png --domain mnist'
+    else:
+        lines += ["# timm's eval preprocessing, from the model's pretrained_cfg (input size, mean/std above)",
+                  'config = timm.data.resolve_model_data_config(model)',
+                  'transform = timm.data.create_transform(**config, is_training=False)',
+                  "image = Image.open('image.png').convert('RGB')"]
+        cli = f'mnzoo predict {name} image.png'
+    lines += ['with torch.inference_mode():',
+              '    probs = model(transform(image).unsqueeze(0)).softmax(dim=1)[0]',
+              "labels = model.pretrained_cfg['label_names']",
+              'print([(labels[int(i)], round(float(p), 4)) for p, i in zip(*probs.topk(5), strict=True)])', '```', '',
+              f'From the command line: `{cli}`; to measure accuracy on a labelled set: `mnzoo eval {name} --data ...`.',
+              '']
+    return '\n'.join(lines)
+
+
 def render_card(
         *,
         name: str,
@@ -269,17 +305,15 @@ def render_card(
             f'- **Architecture:** `{arch}` (normalisation `{norm}`)',
             f'- **Modes K:** {k_text}',
             f'- **Parameters:** {num_params:,}',
-            f'- **Input:** {" x ".join(str(s) for s in in_size)}, mean {tuple(pretrained_cfg.get("mean", ()))}, '
-            f'std {tuple(pretrained_cfg.get("std", ()))}',
+            f'- **Input:** {" x ".join(str(s) for s in in_size)}, ' + (
+                "each image normalised with its own domain's mean/std (`mnzoo.data.DOMAINS`); grey 28 x 28 "
+                'images zero-padded to 32 x 32 and repeated to 3 channels' if _is_multidomain(tag) else
+                f'mean {tuple(pretrained_cfg.get("mean", ()))}, std {tuple(pretrained_cfg.get("std", ()))}'),
             f'- **Classes:** {pretrained_cfg.get("num_classes")}'
             + (f' ({", ".join(map(str, labels[:12]))}{", ..." if len(labels) > 12 else ""})' if labels else ''),
             f'- **Weights:** `model.safetensors`, {file_size:,} bytes, sha256 `{sha256}`',
             f'- **Licence:** {license}', '']
-    out += ['## Usage', '', '```python', 'import timm, mnzoo  # importing mnzoo registers its models in timm',
-            f"model = timm.create_model('{name}', pretrained=True).eval()",
-            f"# or from the Hub repo: timm.create_model('hf-hub:mnzoo/{name}', pretrained=True)",
-            f"# or: torch.hub.load('<mnzoo checkout>', '{arch}', source='local', pretrained=True)",
-            '```', '']
+    out += [render_usage(name)]
     out += ['## Training', '']
     facts = [('Recipe', recipe and f'`{recipe}`'), ('Seed', _first(metrics, 'seed')),
              ('Epochs', _epochs(metrics)), ('Hardware', _hardware(_first(metrics, 'hardware'))),
