@@ -175,6 +175,38 @@ def test_grad_checkpointing_resnet_cifar():
     assert torch.allclose(model.conv1.weight.grad, ref, atol=1e-5)
 
 
+
+# blocks of the paper's layouts: ResNet-n on CIFAR has (n - 2) / 6 basic blocks per stage, ResNet18 2 x 4
+RESNET_BLOCKS = {'resnet20': 9, 'resnet56': 27, 'resnet18': 8}
+
+
+@pytest.mark.parametrize('name', EXPECTED_NAMES)
+def test_group_matcher_drives_timm_layer_decay(name):
+    """timm's layer-wise lr decay (create_optimizer_v2(layer_decay=...)) groups parameters with
+    group_matcher: the stem comes first with the smallest lr scale, the classifier alone last with
+    scale 1, scales never grow towards the input, and ResNets get one group per basic block."""
+    from timm.models import group_parameters
+    from timm.optim import create_optimizer_v2
+
+    model = timm.create_model(name, num_classes=10)
+    names = [n for n, _ in model.named_parameters()]
+    classifier = model.pretrained_cfg['classifier']
+    for coarse in (False, True):
+        groups = list(group_parameters(model, model.group_matcher(coarse=coarse)).values())
+        assert sorted(n for g in groups for n in g) == sorted(names)
+        assert groups[-1] == [n for n in names if n.startswith(classifier + '.')]
+        assert any(n.startswith(model.pretrained_cfg['first_conv'] + '.') for n in groups[0])
+        order = {n: i for i, g in enumerate(groups) for n in g}
+        assert [order[n] for n in names] == sorted(order[n] for n in names), 'groups out of layer order'
+        if _family(name) in RESNET_BLOCKS:  # stem + (stages or blocks) + classifier
+            stages = 4 if name == 'resnet18_mn' else 3
+            assert len(groups) == 2 + (stages if coarse else RESNET_BLOCKS[_family(name)])
+    opt = create_optimizer_v2(model, 'sgd', lr=0.1, layer_decay=0.5)
+    scale = {id(p): g['lr_scale'] for g in opt.param_groups for p in g['params']}
+    params = dict(model.named_parameters())
+    scales = [scale[id(params[n])] for n in names]
+    assert scales == sorted(scales) and scales[-1] == 1.0 and scales[0] < scales[-1]
+
 def test_nin_mn_overhead_below_one_percent():
     # paper, section 4.2: MN with K=2 adds less than 1% to NIN's parameters
     bn, mn = (_nparams(timm.create_model(n)) for n in ('nin_bn', 'nin_mn'))
