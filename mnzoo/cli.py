@@ -172,6 +172,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if any('=' in d for d in args.data):
         loader, domains = _batches_from_sources(args, model, device)
         total = len(loader)
+    elif _is_multidomain(model):
+        # a plain folder would go through timm's transform: the fallback mean/std and a resize, not
+        # the per-domain statistics and padding the model was trained with
+        raise ValueError(f'{args.name} normalises each domain with its own statistics: name the domain of '
+                         f'the data, --data <domain>=PATH[@split] (domains: mnist, cifar10, svhn, fashion_mnist)')
     else:
         loader, total = _batches_from_folder(args, model)
         domains = ['all']

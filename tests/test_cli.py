@@ -300,6 +300,9 @@ def test_predict_multidomain_needs_domain_and_matches_eval(tmp_path, monkeypatch
     img = tmp_path / 'mnist' / '3' / 'a.png'
     assert main(['predict', f'local-dir:{folder}', str(img)]) == 2
     assert 'pass --domain' in capsys.readouterr().err
+    # eval of a plain folder would use timm's generic transform: refused, with the form to use
+    assert main(['eval', f'local-dir:{folder}', '--data', str(tmp_path / 'mnist')]) == 2
+    assert '--data <domain>=PATH[@split]' in capsys.readouterr().err
     assert main(['predict', f'local-dir:{folder}', str(img), '--domain', 'mnist', '--json', '--topk', '40']) == 0
     (pred,) = json.loads(capsys.readouterr().out)
     # the same image through mnzoo.data, as training and `mnzoo eval --data mnist=...` read it
