@@ -64,7 +64,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         names = [n for n in names if fnmatch.fnmatch(n, args.filter)]
     for n in names:
         if args.pretrained:
-            sets = get_entry(n).metrics
+            entry = get_entry(n)
+            sets = entry.metrics if entry is not None else {}
             best = ', '.join(f'{k} top-1 {v["top1"]:.2f}' for k, v in sets.items() if 'top1' in v)
             print(f'{n}\t{best}' if best else n)
         else:
@@ -134,7 +135,7 @@ def _is_multidomain(model) -> bool:
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     names = cfg.get('label_names')
     return (str(cfg.get('tag', '')).startswith('multidomain')
-            or (bool(names) and list(names) == multidomain_classes()))
+            or (names is not None and list(names) == multidomain_classes()))
 
 
 def _batches_from_sources(args: argparse.Namespace, model, device):

@@ -7,7 +7,7 @@ images with the highest g_nk. One block of K rows per layer, early layer first.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 from PIL import Image, ImageDraw
@@ -83,12 +83,12 @@ def _tile(images: Tensor, scale: int) -> Image.Image:
     if images.shape[0] == 1:
         images = images.expand(3, -1, -1)
     img = Image.fromarray(images.permute(1, 2, 0).contiguous().numpy(), "RGB")
-    return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
 
 
 def save_modes_figure(model: nn.Module, data: ImageTensors, path: str | Path,
                       layers: Sequence[str] = ("first", "last"), per_mode: int = 10,
-                      batch_size: int = 256, scale: int = 2) -> Dict[str, Dict[str, object]]:
+                      batch_size: int = 256, scale: int = 2) -> Dict[str, Dict[str, Any]]:
     """Write the Figure-3 PNG to ``path``; returns, per layer, K, the mean gate share of each
     mode over the data and the chosen image indices."""
     chosen = _pick(mode_layers(model), layers)
@@ -100,7 +100,7 @@ def save_modes_figure(model: nn.Module, data: ImageTensors, path: str | Path,
                        "white")
     draw = ImageDraw.Draw(canvas)
     y = 0
-    summary: Dict[str, Dict[str, object]] = {}
+    summary: Dict[str, Dict[str, Any]] = {}
     for name, layer in chosen:
         g = gates[name]
         top = top_images_per_mode(g, per_mode)

@@ -446,7 +446,7 @@ def pretrained_overlay(
             raise WeightsNotFoundError(f'pretrained_cfg_overlay file {path} does not exist.')
         if path.suffix == '.safetensors':
             check_safetensors(path)
-        return dict(pretrained_cfg_overlay, source='file', custom_load=False)
+        return dict(pretrained_cfg_overlay or {}, source='file', custom_load=False)
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=pretrained_cfg_overlay)
     if in_chans is not None:
         src = (cfg.input_size or (3,))[0]

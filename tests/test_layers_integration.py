@@ -146,9 +146,15 @@ def test_convert_first_only_and_group_norm():
     gn_model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.GroupNorm(2, 8))
     with torch.no_grad():
         gn_model[1].weight.fill_(2.0)
+    gn_model[4].weight.requires_grad_(False)  # a frozen affine stays frozen, as for BN
+    bn_model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+    bn_model[1].bias.requires_grad_(False)
     convert_to_mode_norm(gn_model, num_modes=2, group=True)
+    convert_to_mode_norm(bn_model, num_modes=2)
     assert isinstance(gn_model[1], ModeGroupNorm) and isinstance(gn_model[4], ModeGroupNorm)
     assert torch.all(gn_model[1].weight == 2.0)
+    assert [gn_model[4].weight.requires_grad, gn_model[4].bias.requires_grad] == [False, True]
+    assert [bn_model[1].weight.requires_grad, bn_model[1].bias.requires_grad] == [True, False]
     with pytest.raises(ValueError, match="no BatchNorm2d"):
         convert_to_mode_norm(nn.Sequential(nn.Conv2d(3, 3, 1)))
     with pytest.raises(ValueError, match="which"):

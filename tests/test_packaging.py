@@ -1,7 +1,7 @@
 """The installable package: a wheel built from this checkout carries every file the package needs
 at run time besides its Python modules (the CPU kernels' sources and headers, the weights manifest).
 Editable installs (CI) would not notice a file missing from ``package-data``. And the code passes
-the lint rules in pyproject.toml (``[tool.ruff]``)."""
+the lint rules and the type check in pyproject.toml (``[tool.ruff]``, ``[tool.mypy]``)."""
 import shutil
 import subprocess
 import sys
@@ -28,6 +28,7 @@ def test_wheel_carries_kernel_sources_and_manifest(tmp_path):
     assert needed - names == set()
     # the modules that load them are there too
     assert {"mnzoo/layers/_cpu.py", "mnzoo/weights.py", "mnzoo/__init__.py"} <= names
+    assert "mnzoo/py.typed" in names  # PEP 561: type checkers use mnzoo's annotations
 
 
 def test_ruff_lint_is_clean():
@@ -37,3 +38,13 @@ def test_ruff_lint_is_clean():
                           capture_output=True, text=True, cwd=REPO_ROOT)
     assert "No module named ruff" not in proc.stderr, "ruff is missing: pip install -e '.[test]'"
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_type_check_is_clean(tmp_path):
+    # the files and settings are in pyproject.toml ([tool.mypy]); mnzoo ships py.typed, so its
+    # annotations are what users' type checkers see
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache")],
+                          capture_output=True, text=True, cwd=REPO_ROOT)
+    assert "No module named mypy" not in proc.stderr, "mypy is missing: pip install -e '.[test]'"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Success: no issues found" in proc.stdout

@@ -136,14 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _coerce(parser: argparse.ArgumentParser, dest: str, value: Any) -> Any:
     """Apply the flag's type to a recipe value (YAML reads 2.5e6 as a string, argparse never sees it)."""
     action = next(a for a in parser._actions if a.dest == dest)
-    if action.type is None:
+    convert = action.type
+    if not callable(convert):  # None: a plain string flag
         return value
     try:
         if isinstance(value, list):
-            return [action.type(v) for v in value]
-        return action.type(value) if value is not None else None
+            return [convert(v) for v in value]
+        return convert(value) if value is not None else None
     except (TypeError, ValueError) as e:
-        raise SystemExit(f"error: recipe key {dest}: {value!r} is not a valid {action.type.__name__} ({e})") from None
+        name = getattr(convert, "__name__", repr(convert))
+        raise SystemExit(f"error: recipe key {dest}: {value!r} is not a valid {name} ({e})") from None
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -522,6 +524,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         if primary:
             write_summary(summary_path, row)
             metric = next(iter(evals.values()))["top1"] if evals else None
+            assert saver is not None  # made above, by the primary process
             saver.save_checkpoint(epoch, metric=metric)
             segment["last_epoch"] = epoch
             (run_dir / "wall_time.json").write_text(json.dumps(

@@ -137,7 +137,7 @@ def evaluate(model: torch.nn.Module, loader, autocast: Callable[[], ContextManag
         "loss": round(float(sums[1]) / n, 6),
         "n": n,
     }
-    if n_dom > 1:
+    if domain_names and n_dom > 1:
         res["top1_per_domain"] = {
             name: round(100.0 * float(sums[3 + i]) / float(sums[3 + n_dom + i]), 4)
             for i, name in enumerate(domain_names) if sums[3 + n_dom + i] > 0
@@ -145,7 +145,7 @@ def evaluate(model: torch.nn.Module, loader, autocast: Callable[[], ContextManag
     return res
 
 
-def _checkpoint_args(path: str) -> argparse.Namespace:
+def _checkpoint_args(path: str) -> Dict[str, Any]:
     from timm.models._helpers import _torch_load
 
     ckpt = _torch_load(path, weights_only=True)

@@ -261,13 +261,13 @@ class _FolderLoader:
         self.loader, self.device, self.channels_last = loader, device, channels_last
         self.data = loader.dataset
         mapping = getattr(getattr(self.data, "reader", None), "class_to_idx", None) or {}
-        self.classes = sorted(mapping, key=mapping.get)
+        self.classes = sorted(mapping, key=lambda c: mapping[c])
         self.num_classes = len(self.classes)
 
     def set_epoch(self, epoch: int) -> None:
-        sampler = getattr(self.loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        set_epoch = getattr(getattr(self.loader, "sampler", None), "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -190,7 +190,8 @@ class TensorLoader:
         n = len(self.data)
         if self.shuffle:
             order = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch, 0))
-            aug = self.augment.sample(n, epoch_generator(self.seed, self.epoch, 1)) if self.augment else None
+            aug: Optional[Tuple[Tensor, ...]] = (
+                self.augment.sample(n, epoch_generator(self.seed, self.epoch, 1)) if self.augment else None)
             # one copy per epoch: a per-batch host-to-device copy would synchronise every step on CUDA
             order = order.to(self.device)
             aug = None if aug is None else tuple(t.to(self.device) for t in aug)
@@ -208,6 +209,6 @@ class TensorLoader:
         """The samples at ``idx``, augmented with ``aug``; both already on the loader's device."""
         with _one_cpu_thread(self.device):
             x, d = self.images[idx], self.domains[idx]
-            if aug is not None:
+            if aug is not None and self.augment is not None:
                 x = self.augment.apply(x, *aug)
             return self.normalize(x, d), self.labels[idx], d

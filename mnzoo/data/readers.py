@@ -13,9 +13,10 @@ import os
 import re
 import tarfile
 from pathlib import Path, PurePosixPath
-from typing import Iterator, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 import torch
 from torch import Tensor
 
@@ -32,7 +33,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".gif", ".webp", ".
 Decoded = Tuple[Tensor, Tensor, List[str]]
 
 # IDX type codes (LeCun's format): code -> numpy big-endian dtype
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: Dict[int, DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def read_idx(path: str | os.PathLike) -> Tensor:
@@ -98,8 +99,11 @@ def _iter_folder(path: Path) -> Iterator[Tuple[str, bytes]]:
 def _iter_tar(path: Path) -> Iterator[Tuple[str, bytes]]:
     with tarfile.open(path) as tf:
         for member in tf:
-            if member.isfile() and PurePosixPath(member.name).suffix.lower() in IMAGE_EXTENSIONS:
-                yield member.name, tf.extractfile(member).read()
+            if PurePosixPath(member.name).suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            f = tf.extractfile(member) if member.isfile() else None
+            if f is not None:
+                yield member.name, f.read()
 
 
 def read_image_folder(path: str | os.PathLike, channels: int = 3) -> Decoded:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union, cast
 
 from torch import nn
 
@@ -30,7 +30,7 @@ def count_params(model: nn.Module) -> int:
 
 def num_modes_of(model: nn.Module) -> Optional[int]:
     """K of the model's Mode Normalization layers (None if it has none; the largest if they differ)."""
-    ks = {int(m.num_modes) for m in model.modules() if isinstance(getattr(m, 'num_modes', None), int)}
+    ks = {k for m in model.modules() if isinstance(k := getattr(m, 'num_modes', None), int)}
     return max(ks) if ks else None
 
 
@@ -103,7 +103,7 @@ def export(
     save_file(state, str(weights_path), metadata={'format': 'pt'})
     sha, size = sha256_file(weights_path), weights_path.stat().st_size
     k = num_modes_of(model)
-    cfg = dict(model.pretrained_cfg)
+    cfg = dict(cast(Mapping[str, Any], model.pretrained_cfg))
     license = license or cfg.get('license') or 'apache-2.0'
     sets = eval_sets(metrics)
     mnzoo_section = {

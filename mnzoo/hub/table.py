@@ -31,6 +31,8 @@ def model_table(link_prefix: str = 'weights_cards', include_unpublished: bool = 
         if arch not in models.MODEL_NAMES:
             continue
         e = get_entry(name)
+        if e is None:  # published() lists the manifest's names, so never
+            continue
         top1 = '; '.join(f'{v["top1"]:.2f} ({k})' for k, v in e.metrics.items() if 'top1' in v) or '–'
         k: Optional[int] = e.extra.get('num_modes')
         rows.append(f'| `{name}` | {e.num_params:,} | {k or "–"} | {dataset_label(tag)} | {top1} | '

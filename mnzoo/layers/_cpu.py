@@ -163,7 +163,7 @@ class _CpuModeNormFunction(torch.autograd.Function):
                 d_b if ctx.has_bias else None, None, None)
 
 
-def cpu_mode_norm_train(x: Tensor, params: List[Optional[Tensor]], eps: float,
+def cpu_mode_norm_train(x: Tensor, params: Sequence[Optional[Tensor]], eps: float,
                         running: Running = NO_RUNNING
                         ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int]:
     """Batch-statistics ModeNorm of x (N, C, *).
@@ -180,7 +180,7 @@ def cpu_mode_norm_train(x: Tensor, params: List[Optional[Tensor]], eps: float,
     return y, mu, var, mass, g, nonfinite
 
 
-def cpu_mode_norm_eval(x: Tensor, params: List[Optional[Tensor]], running_mean: Tensor,
+def cpu_mode_norm_eval(x: Tensor, params: Sequence[Optional[Tensor]], running_mean: Tensor,
                        running_var: Tensor, eps: float) -> Tuple[Tensor, int]:
     """Running-statistics ModeNorm of x (N, C, *), no autograd: y and the number of
     non-finite pooled means."""

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import logging
-from typing import List
+from typing import List, Optional, cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .mode_norm import ModeGroupNorm, ModeNorm2d
 
@@ -16,6 +16,13 @@ _logger = logging.getLogger(__name__)
 _BN_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
 
+def _copy_into(dst: Optional[Tensor], src: Optional[Tensor]) -> None:
+    """dst <- src (broadcast to dst's shape), frozen or not as src; both exist when the flags say so."""
+    assert dst is not None and src is not None
+    dst.copy_(src.expand_as(dst))
+    dst.requires_grad_(src.requires_grad)
+
+
 def _bn_to_mn(bn: nn.modules.batchnorm._BatchNorm, num_modes: int) -> ModeNorm2d:
     ref = bn.weight if bn.weight is not None else bn.running_mean
     mn = ModeNorm2d(bn.num_features, num_modes, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
@@ -24,15 +31,13 @@ def _bn_to_mn(bn: nn.modules.batchnorm._BatchNorm, num_modes: int) -> ModeNorm2d
                     dtype=ref.dtype if ref is not None else None)
     with torch.no_grad():
         if bn.affine:
-            mn.weight.copy_(bn.weight)
-            mn.bias.copy_(bn.bias)
-            mn.weight.requires_grad_(bn.weight.requires_grad)
-            mn.bias.requires_grad_(bn.bias.requires_grad)
+            _copy_into(mn.weight, bn.weight)
+            _copy_into(mn.bias, bn.bias)
         if bn.track_running_stats:
             # every mode starts from the BN statistics, so eval outputs are unchanged
-            mn.running_mean.copy_(bn.running_mean.expand_as(mn.running_mean))
-            mn.running_var.copy_(bn.running_var.expand_as(mn.running_var))
-            mn.num_batches_tracked.copy_(bn.num_batches_tracked)
+            _copy_into(mn.running_mean, bn.running_mean)
+            _copy_into(mn.running_var, bn.running_var)
+            _copy_into(mn.num_batches_tracked, bn.num_batches_tracked)
     mn.train(bn.training)
     return mn
 
@@ -44,8 +49,8 @@ def _gn_to_mgn(gn: nn.GroupNorm, num_modes: int) -> ModeGroupNorm:
                         dtype=ref.dtype if ref is not None else None)
     if gn.affine:
         with torch.no_grad():
-            mgn.weight.copy_(gn.weight)
-            mgn.bias.copy_(gn.bias)
+            _copy_into(mgn.weight, gn.weight)
+            _copy_into(mgn.bias, gn.bias)
     mgn.train(gn.training)
     return mgn
 
@@ -74,7 +79,9 @@ def convert_to_mode_norm(module: nn.Module, num_modes: int = 2, which: str = "al
             return mod
         if type(mod) in targets:
             done[0] += 1
-            return _gn_to_mgn(mod, num_modes) if group else _bn_to_mn(mod, num_modes)
+            if group:
+                return _gn_to_mgn(cast(nn.GroupNorm, mod), num_modes)
+            return _bn_to_mn(cast(nn.modules.batchnorm._BatchNorm, mod), num_modes)
         if isinstance(mod, targets):
             skipped.append(f"{path or '<root>'} ({type(mod).__name__})")
             return mod

@@ -28,6 +28,14 @@ __all__ = ["mode_norm_coefficients", "mode_group_norm_coefficients", "MIN_MODE_M
 MIN_MODE_MASS = 1e-4
 
 Reducer = Callable[[Tensor], Tensor]
+#: (gate weight, gate bias, weight, bias) as the layers pass them; only the affine pair may be None
+Params = Sequence[Optional[Tensor]]
+
+
+def _split_params(params: Params) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+    gate_weight, gate_bias, weight, bias = params
+    assert gate_weight is not None and gate_bias is not None, "the gate's parameters are never None"
+    return gate_weight, gate_bias, weight, bias
 
 
 def _identity(t: Tensor) -> Tensor:
@@ -88,7 +96,7 @@ def _mode_norm_coefficients_backward(
     Given dL/da and dL/db (N, C), returns dL/dm, dL/dv and the parameter gradients. It replaces
     re-running the small graph under autograd, whose op-by-op overhead dominated small layers.
     """
-    gate_weight, _gate_bias, weight, bias = params
+    gate_weight, _gate_bias, weight, bias = _split_params(params)
     r = torch.rsqrt(var + eps)
     scale = r if weight is None else r * weight
     shift = mu * scale

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from typing import ContextManager, List, Optional, Sequence, Tuple
+from typing import ContextManager, List, Optional, Tuple, overload
 
 import torch
 from torch import Tensor, nn
 
-from ._cpu import NO_RUNNING, cpu_mode_norm_eval, cpu_mode_norm_train, needs_grad, use_cpu_kernels
+from ._cpu import NO_RUNNING, Running, cpu_mode_norm_eval, cpu_mode_norm_train, needs_grad, use_cpu_kernels
 from ._fused import _affine, _checks_enabled, _FusedAffineNorm, _moments, _spatial_mean, _use_fused
 from .functional import (
     MIN_MODE_MASS,
+    Params,
     Reducer,
     _identity,
     _mode_norm_coefficients_backward,
     _nonzero,
+    _split_params,
     mode_group_norm_coefficients,
     mode_norm_coefficients,
 )
@@ -83,6 +85,12 @@ def _own(module: nn.Module, *names: str) -> Tuple[Optional[Tensor], ...]:
                  for n in names)
 
 
+@overload
+def _as(t: Tensor, dtype: torch.dtype) -> Tensor: ...
+@overload
+def _as(t: None, dtype: torch.dtype) -> None: ...
+@overload
+def _as(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]: ...
 def _as(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
     """t in dtype; t itself (no ``.to`` call, which costs ~2.5 us) when it already is, or None."""
     return t if t is None or t.dtype is dtype else t.to(dtype)
@@ -119,6 +127,12 @@ class ModeNorm2d(_NormBase):
     ``nn.BatchNorm2d`` exactly, running statistics included. Modes with (almost) no gate mass
     in a batch keep their running statistics.
     """
+
+    weight: Optional[Tensor]  # None unless affine
+    bias: Optional[Tensor]
+    running_mean: Optional[Tensor]  # None unless track_running_stats
+    running_var: Optional[Tensor]
+    num_batches_tracked: Optional[Tensor]
 
     def __init__(
         self,
@@ -160,16 +174,23 @@ class ModeNorm2d(_NormBase):
             self.register_buffer("num_batches_tracked", None)
         self.reset_parameters()
 
+    def _running(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """running_mean, running_var, num_batches_tracked; only called when they are tracked."""
+        rm, rv, n = _own(self, "running_mean", "running_var", "num_batches_tracked")
+        assert rm is not None and rv is not None and n is not None, "running statistics are not tracked"
+        return rm, rv, n
+
     def reset_running_stats(self) -> None:
         if self.track_running_stats:
-            self.running_mean.zero_()
-            self.running_var.fill_(1)
-            self.num_batches_tracked.zero_()
+            rm, rv, n = self._running()
+            rm.zero_()
+            rv.fill_(1)
+            n.zero_()
 
     def reset_parameters(self) -> None:
         """Affine to identity; gate near-uniform but not symmetric, so modes can separate."""
         self.reset_running_stats()
-        if self.affine:
+        if self.weight is not None and self.bias is not None:  # affine
             nn.init.ones_(self.weight)
             nn.init.zeros_(self.bias)
         nn.init.normal_(self.gate.weight, std=0.01)
@@ -216,7 +237,8 @@ class ModeNorm2d(_NormBase):
                 if update:
                     self._update_running_stats(mu, var, mass, g, xc[0, 0].numel())
             else:
-                rm, rv = (_as(t, cdtype) for t in _own(self, "running_mean", "running_var"))
+                rm, rv, _ = self._running()
+                rm, rv = _as(rm, cdtype), _as(rv, cdtype)
                 if not needs_grad(xc, params) and use_cpu_kernels(xc, params):
                     y, nonfinite = cpu_mode_norm_eval(xc, params, rm, rv, self.eps)
                     if nonfinite:
@@ -224,7 +246,7 @@ class ModeNorm2d(_NormBase):
                 else:
                     m = _spatial_mean(xc)
                     self._check_stats(m)
-                    a, b, *_ = mode_norm_coefficients(m, None, *params, eps=self.eps,
+                    a, b, *_ = mode_norm_coefficients(m, None, *_split_params(params), eps=self.eps,
                                                       mode_mean=rm, mode_var=rv)
                     y = _affine(xc, a, b)
         return _as(y, in_dtype)
@@ -232,14 +254,17 @@ class ModeNorm2d(_NormBase):
     def _forward_cpu_kernels(self, x: Tensor, params: List[Optional[Tensor]], update: bool) -> Tensor:
         """Batch statistics on the fused CPU kernels, which also update the running statistics
         when their dtype matches x's (else they are updated here, as on the other paths)."""
-        rm, rv = self.running_mean, self.running_var
-        in_kernel = update and rm.dtype == x.dtype
-        running = (rm, rv, self._next_momentum(), MIN_MODE_MASS) if in_kernel else NO_RUNNING
+        running: Running = NO_RUNNING
+        counter: Optional[Tensor] = None  # num_batches_tracked, when the kernel updates the statistics
+        if update:
+            rm, rv, n = self._running()
+            if rm.dtype == x.dtype:
+                running, counter = (rm, rv, self._next_momentum(), MIN_MODE_MASS), n
         y, mu, var, mass, g, nonfinite = cpu_mode_norm_train(x, params, self.eps, running)
         if nonfinite:
             self._raise_nonfinite()
-        if in_kernel:
-            self.num_batches_tracked.add_(1)
+        if counter is not None:
+            counter.add_(1)
         elif update:
             self._update_running_stats(mu, var, mass, g, x[0, 0].numel())
         return y
@@ -250,8 +275,8 @@ class ModeNorm2d(_NormBase):
 
         eps = self.eps
 
-        def coeff_fn(m: Tensor, v: Tensor, p: Sequence[Optional[Tensor]]):
-            a, b, g, mu, var, mass = mode_norm_coefficients(m, v, *p, eps=eps, all_reduce=reduce)
+        def coeff_fn(m: Tensor, v: Tensor, p: Params):
+            a, b, g, mu, var, mass = mode_norm_coefficients(m, v, *_split_params(p), eps=eps, all_reduce=reduce)
             return a, b, mu, var, mass, g
 
         def coeff_bwd(ga, gb, m, v, p, mu, var, mass, g):
@@ -268,18 +293,18 @@ class ModeNorm2d(_NormBase):
         """The running-average weight of the batch about to be counted (cumulative when
         ``momentum`` is None, as in ``nn.BatchNorm2d``)."""
         if self.momentum is None:
-            return 1.0 / (float(self.num_batches_tracked) + 1.0)
+            return 1.0 / (float(self._running()[2]) + 1.0)
         return float(self.momentum)
 
     @torch.no_grad()
     def _update_running_stats(self, mu: Tensor, var: Tensor, mass: Tensor, g: Tensor,
                               n_spatial: int) -> None:
         momentum = self._next_momentum()
-        self.num_batches_tracked.add_(1)
+        rm, rv, n = self._running()
+        n.add_(1)
         sq_mass = self._all_reduce()(torch.linalg.vecdot(g, g, dim=0))  # sum_n g_nk^2
         n_eff = mass.square().mul_(n_spatial).div_(_nonzero(sq_mass))
         unbias = torch.where(n_eff > 1.0 + 1e-6, n_eff / (n_eff - 1.0).clamp_min(1e-6), 1.0)
-        rm, rv = self.running_mean, self.running_var
         step = (mass > MIN_MODE_MASS).to(rm.dtype).mul_(momentum).unsqueeze(1)  # (K, 1)
         rm.lerp_(mu.to(rm.dtype), step)
         rv.lerp_(var.mul(unbias.unsqueeze(1)).to(rv.dtype), step)
@@ -357,8 +382,8 @@ class ModeGroupNorm(_NormBase):
             xc = _as(x, cdtype)
             params = [_as(p, cdtype) for p in _own(self, "gate_weight", "gate_bias", "weight", "bias")]
 
-            def coeff_fn(m: Tensor, v: Tensor, p: Sequence[Optional[Tensor]]):
-                return mode_group_norm_coefficients(m, v, *p, eps=self.eps)
+            def coeff_fn(m: Tensor, v: Tensor, p: Params):
+                return mode_group_norm_coefficients(m, v, *_split_params(p), eps=self.eps)
 
             if _use_fused(xc, params):
                 y, _g = _FusedAffineNorm.apply(coeff_fn, None, self._check_stats, xc, *params)

@@ -8,7 +8,7 @@ gradients, so its backward is an all-reduce as well.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Type, cast
 
 import torch
 import torch.distributed as dist
@@ -82,7 +82,7 @@ class SyncModeNorm1d(SyncModeNorm2d):
     _shape_doc = ModeNorm1d._shape_doc
 
 
-_SYNC_OF = {ModeNorm2d: SyncModeNorm2d, ModeNorm1d: SyncModeNorm1d}
+_SYNC_OF: Dict[type, Type[SyncModeNorm2d]] = {ModeNorm2d: SyncModeNorm2d, ModeNorm1d: SyncModeNorm1d}
 
 
 def convert_sync_mode_norm(module: nn.Module, process_group: Optional[Any] = None) -> nn.Module:
@@ -95,12 +95,12 @@ def convert_sync_mode_norm(module: nn.Module, process_group: Optional[Any] = Non
     out = module
     sync_cls = _SYNC_OF.get(type(module))
     if sync_cls is not None:
-        out = sync_cls(module.num_features, module.num_modes, module.eps, module.momentum,
-                       module.affine, module.track_running_stats, process_group,
-                       device=module.gate.weight.device, dtype=module.gate.weight.dtype)
-        out.load_state_dict(module.state_dict())
-        out.train(module.training)
-        for p_new, p_old in zip(out.parameters(), module.parameters(), strict=True):
+        mn = cast(ModeNorm2d, module)  # exactly a ModeNorm2d or ModeNorm1d
+        out = sync_cls(mn.num_features, mn.num_modes, mn.eps, mn.momentum, mn.affine, mn.track_running_stats,
+                       process_group, device=mn.gate.weight.device, dtype=mn.gate.weight.dtype)
+        out.load_state_dict(mn.state_dict())
+        out.train(mn.training)
+        for p_new, p_old in zip(out.parameters(), mn.parameters(), strict=True):
             p_new.requires_grad_(p_old.requires_grad)
     for name, child in module.named_children():
         new_child = convert_sync_mode_norm(child, process_group)

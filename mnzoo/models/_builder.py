@@ -38,7 +38,7 @@ import functools
 import inspect
 import logging
 import numbers
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 import torch
 from torch import nn
@@ -47,6 +47,9 @@ from timm.layers import GroupNorm, GroupNorm1, get_device_dtype
 from timm.models import build_model_with_cfg, get_arch_pretrained_cfgs
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
+
+if TYPE_CHECKING:
+    from timm.layers import ClassifierHead
 
 from ..layers import ModeGroupNorm, ModeNorm1d, ModeNorm2d
 from .. import weights as _weights
@@ -204,6 +207,7 @@ def get_norm_layer(norm: str, num_modes: Optional[int] = None, dim: int = 2) -> 
         return GroupNorm1 if dim == 2 else nn.LayerNorm
     if norm == 'gn':
         return functools.partial(GroupNorm, num_groups=GN_GROUPS)
+    assert k is not None  # resolve_num_modes gives the mode norms an int K
     if norm == 'mn':
         return functools.partial(ModeNorm2d if dim == 2 else ModeNorm1d, num_modes=k)
     return functools.partial(ModeGroupNorm, num_modes=k)
@@ -234,7 +238,7 @@ def _check_positive_int(variant: str, name: str, value: Any, minimum: int) -> No
 
 def _check_rate(variant: str, name: str, value: Any) -> None:
     """A dropout-style probability: a number in [0, 1) (nn.Dropout would only object at forward)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < 1:
         raise ValueError(f'{variant}: {name} must be a number in [0, 1), got {value!r}')
 
 
@@ -251,8 +255,11 @@ def _check_pretrained_modes(variant: str, pretrained_cfg: Any, overlay: Optional
             f'num_modes={trained}, or pretrained=False for a model with K={num_modes}.')
 
 
+ModelT = TypeVar('ModelT', bound=nn.Module)
+
+
 def build_mn_model(
-        model_cls: Union[Type[nn.Module], Callable[..., nn.Module]],
+        model_cls: Union[Type[ModelT], Callable[..., ModelT]],
         variant: str,
         pretrained: bool = False,
         *,
@@ -266,7 +273,7 @@ def build_mn_model(
         out_indices: Optional[Any] = None,
         feature_cls: Optional[Any] = None,
         **model_kwargs: Any,
-) -> nn.Module:
+) -> ModelT:
     """Build ``variant`` with timm's ``build_model_with_cfg``, loading verified weights when pretrained.
 
     ``model_kwargs`` must all be arguments of ``model_cls`` (else ``TypeError`` naming them). The
@@ -328,7 +335,13 @@ def build_mn_model(
     )
 
 
-class IntermediatesMixin:
+if TYPE_CHECKING:  # the mixins are only ever mixed into nn.Module models
+    _ModuleBase = nn.Module
+else:
+    _ModuleBase = object
+
+
+class IntermediatesMixin(_ModuleBase):
     """timm's ``forward_intermediates`` / ``prune_intermediate_layers`` for a trunk made of parts,
     one per ``feature_info`` entry, whose composition is ``forward_features``.
 
@@ -340,7 +353,15 @@ class IntermediatesMixin:
     ``reset_classifier(0, '')`` (no pooling, no classifier), as timm's ResNet does.
     """
 
-    # no class-level annotations here: TorchScript would try to resolve them on the model
+    # no class-level annotations at run time: TorchScript would try to resolve them on the model
+    if TYPE_CHECKING:
+        stages: nn.Sequential
+        in_chans: int
+        num_features: int
+        head_hidden_size: int
+        feature_info: List[Dict[str, Any]]
+
+        def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None: ...
 
     def _feature_parts(self) -> List[Callable[[torch.Tensor], torch.Tensor]]:
         return list(self.stages)
@@ -361,7 +382,7 @@ class IntermediatesMixin:
     def forward_intermediates(
             self,
             x: torch.Tensor,
-            indices: Optional[Union[int, Sequence[int]]] = None,
+            indices: Optional[Union[int, List[int]]] = None,
             norm: bool = False,
             stop_early: bool = False,
             output_fmt: str = 'NCHW',
@@ -390,7 +411,7 @@ class IntermediatesMixin:
 
     def prune_intermediate_layers(
             self,
-            indices: Union[int, Sequence[int]] = 1,
+            indices: Union[int, List[int]] = 1,
             prune_norm: bool = False,
             prune_head: bool = True,
     ) -> List[int]:
@@ -411,6 +432,10 @@ class StagesHeadMixin(IntermediatesMixin):
     """timm's model contract for a ``stages`` trunk followed by a timm ``ClassifierHead`` ``head``
     (shared by the NIN and CIFAR-VGG families; ``group_matcher`` stays with each family). Each
     stage is one ``feature_info`` entry."""
+
+    if TYPE_CHECKING:
+        head: ClassifierHead
+        num_classes: int
 
     def _init_weights(self) -> None:
         """He init for convs (fan_out); norms and the classifier keep their own init."""

@@ -104,7 +104,7 @@ class LeNet(IntermediatesMixin, nn.Module):
 
         self.num_features = c2
         self.head_hidden_size = f2
-        self.pre_logits = nn.Sequential(
+        self.pre_logits: nn.Module = nn.Sequential(
             nn.Flatten(1),
             nn.Linear(c2 * h * w, f1, bias=False, **dd),
             norm1d(f1, **dd),
@@ -120,7 +120,7 @@ class LeNet(IntermediatesMixin, nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
 
     @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, str]:
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r'^stages\.0', blocks=[(r'^stages\.(\d+)', None), (r'^pre_logits', (99,))])
 
     @torch.jit.ignore

@@ -112,7 +112,7 @@ class NetworkInNetwork(StagesHeadMixin, nn.Module):
         self._init_weights()
 
     @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, str]:
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r'^stages\.0\.[0-2]\.', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)')
 
 

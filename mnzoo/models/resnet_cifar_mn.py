@@ -13,7 +13,7 @@ Paper: Mode Normalization, Deecke, Murray & Bilen, ICLR 2019 (arXiv:1810.05466).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, cast
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,11 @@ class CifarResNet(IntermediatesMixin, nn.Module):
     the stem and the three stages (reductions 1, 1, 2, 4) for ``features_only=True`` and
     ``forward_intermediates``.
     """
+
+    if TYPE_CHECKING:  # added by name in __init__ (no run-time annotations: TorchScript resolves them)
+        layer1: nn.Sequential
+        layer2: nn.Sequential
+        layer3: nn.Sequential
 
     def __init__(
             self,
@@ -71,6 +76,7 @@ class CifarResNet(IntermediatesMixin, nn.Module):
         self.norm = norm
         self.num_modes = resolve_num_modes(norm, num_modes)
         norm_layer = get_norm_layer(norm, self.num_modes)
+        norm_cls = cast(Type[nn.Module], norm_layer)  # timm's blocks annotate a class; a partial works alike
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -92,10 +98,10 @@ class CifarResNet(IntermediatesMixin, nn.Module):
                 s = stride if i == 0 else 1
                 downsample = None
                 if s != 1 or in_chs != chs:
-                    downsample = downsample_conv(in_chs, chs, kernel_size=1, stride=s, norm_layer=norm_layer, **dd)
+                    downsample = downsample_conv(in_chs, chs, kernel_size=1, stride=s, norm_layer=norm_cls, **dd)
                 rate = dpr[block_idx]
                 blocks.append(BasicBlock(
-                    in_chs, chs, stride=s, downsample=downsample, norm_layer=norm_layer,
+                    in_chs, chs, stride=s, downsample=downsample, norm_layer=norm_cls,
                     drop_path=DropPath(rate) if rate > 0 else None, **dd))
                 in_chs = chs
                 block_idx += 1
@@ -120,7 +126,7 @@ class CifarResNet(IntermediatesMixin, nn.Module):
                     m.zero_init_last()
 
     @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, str]:
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r'^conv1|bn1', blocks=r'^layer(\d+)' if coarse else r'^layer(\d+)\.(\d+)')
 
     @torch.jit.ignore

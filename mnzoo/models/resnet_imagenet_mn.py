@@ -9,14 +9,12 @@ Paper: Mode Normalization, Deecke, Murray & Bilen, ICLR 2019 (arXiv:1810.05466),
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Dict
 
 from timm.models import generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, ResNet
 
-from ._builder import build_mn_model, mn_cfg, resolve_num_modes
-from ..layers import ModeNorm2d
+from ._builder import build_mn_model, get_norm_layer, mn_cfg
 
 __all__ = ['resnet18_mn']
 
@@ -27,10 +25,9 @@ def _create_resnet_mn(variant: str, pretrained: bool, num_modes: Any, kwargs: Di
     fixed = [k for k in _FIXED if k in kwargs]
     if fixed:
         raise TypeError(f'{variant}() fixes {", ".join(fixed)}; build timm.models.resnet.ResNet directly instead')
-    k = resolve_num_modes('mn', num_modes)
     return build_mn_model(
         ResNet, variant, pretrained,
-        block=BasicBlock, layers=(2, 2, 2, 2), norm_layer=functools.partial(ModeNorm2d, num_modes=k), **kwargs)
+        block=BasicBlock, layers=(2, 2, 2, 2), norm_layer=get_norm_layer('mn', num_modes), **kwargs)
 
 
 def _cfg(arch: str, tag: str) -> Dict[str, Any]:
