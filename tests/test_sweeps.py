@@ -1,6 +1,7 @@
 """training/sweeps/summarize.py: the reproduction tables are computed from the runs' metrics.json."""
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import os
@@ -58,6 +59,24 @@ def test_mean_and_sample_std_over_seeds_and_block_update(tmp_path, summarize):
         summarize.update_block(text, "table3", table)
 
 
+
+def test_curves_of_unfinished_runs_count_a_resumed_epoch_once(tmp_path, summarize):
+    """--curves: per run folder, the last epoch and the mean of the last N, from summary.csv; an
+    epoch logged again after a resume counts once (its later row), a set a run lacks shows '–'."""
+    a, b = tmp_path / "run_a", tmp_path / "run_b"
+    a.mkdir()
+    b.mkdir()
+    (a / "summary.csv").write_text(
+        "epoch,train_top1,lr,x_top1,y_top1\n0,50,0.1,10,1\n1,60,0.1,20,2\n1,61,0.1,30,3\n2,70,0.01,40,4\n")
+    (b / "summary.csv").write_text("epoch,train_top1,lr,x_top1\n0,50,0.1,70\n")
+    table = summarize.curves([a, b], last=2).splitlines()
+    assert table[0] == "| run | epochs done | lr | x top-1 last | mean last 2 | y top-1 last | mean last 2 |"
+    assert table[2] == "| `run_a` | 3 | 0.01 | 40.00 | 35.00 | 4.00 | 3.50 |"  # rows of epochs 1 (later), 2
+    assert table[3] == "| `run_b` | 1 | 0.1 | 70.00 | 70.00 | – | – |"
+    out = subprocess.run([sys.executable, str(SCRIPT), "--curves", str(a), str(tmp_path / "missing")],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "missing/summary.csv does not exist" in out.stderr
+
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SHARED_1K = SHARED_DATA / "cifar10" / "test-lossless-1k.tar"
 SWEEP_160 = ROOT / "training" / "sweeps" / "resnet20_cifar10_160.sh"
@@ -91,6 +110,8 @@ def test_resnet20_160_script_trains_both_and_publishes_their_cards(tmp_path):
     r = sweep("publish", str(out), ok=False)
     assert "not finished" in r.stderr
     sweep("train", str(out))
+    report = sweep("report", str(out)).stdout.splitlines()
+    assert report[0].startswith("| run | epochs done | lr | test-lossless-1k top-1 last | mean last 5 |")
     assert "skip resnet20_mn-cifar10-160ep-s0 (done)" in sweep("train", str(out)).stdout
     sweep("publish", str(out))
 
@@ -116,6 +137,13 @@ def test_resnet20_160_script_trains_both_and_publishes_their_cards(tmp_path):
         assert sorted(p.name for p in (logs / name).iterdir()) == ["config.yaml", "metrics.json", "summary.csv"]
         assert f"| `{name}` | {config['mnzoo']['num_params']:,} |" in readme.read_text()
         assert f"{top1:.2f} (test-lossless-1k) |" in readme.read_text().split(f"| `{name}` |")[1].splitlines()[0]
+        # report: the last epoch is the published one; the mean is over both epochs' summary rows
+        with open(run / "summary.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        curve = [float(r["test-lossless-1k_top1"]) for r in rows]
+        assert len(curve) == 2
+        row = [c.strip() for c in next(line for line in report if f"`{run.name}`" in line).strip("|").split("|")]
+        assert row[1:5] == ["2", f"{float(rows[-1]['lr']):.4g}", f"{top1:.2f}", f"{sum(curve) / 2:.2f}"]
     assert readme.read_text() != (ROOT / "README.md").read_text()  # the table took the new numbers
 
 

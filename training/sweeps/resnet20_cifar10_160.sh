@@ -13,6 +13,9 @@
 #       config.json, model card) with their manifest entries, keep the runs' logs in
 #       $LOGS/resnet20_{mn,bn}.cifar10/, check the folders and rewrite the model table of $README.
 #       Then, by hand: docs/reproduction.md and docs/weights.md, `mnzoo publish`.
+#   training/sweeps/resnet20_cifar10_160.sh report OUT
+#       Where both runs stand, finished or not (summarize.py --curves): epochs done, lr, and each
+#       eval set's top-1 at the last epoch and averaged over the last 5.
 # Runs are OUT/resnet20_{mn,bn}-cifar10-160ep-s0, logs OUT/<run>.log. The cards' deviation texts
 # below describe the CPU runs that `train` makes; runs made another way need their own export.
 # Environment: WEIGHTS (default weights_cards), LOGS (default training/logs), README (default
@@ -20,7 +23,7 @@
 # train.py flags for new runs, e.g. a smaller data set in tests; not used when resuming).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-verb=${1:?usage: $0 train|publish OUT} out=${2:?usage: $0 train|publish OUT}
+verb=${1:?usage: $0 train|publish|report OUT} out=${2:?usage: $0 train|publish|report OUT}
 WEIGHTS=${WEIGHTS:-weights_cards} LOGS=${LOGS:-training/logs} README=${README:-README.md}
 recipe=training/recipes/resnet20_cifar10.yaml
 run_name() { echo "resnet20_$1-cifar10-160ep-s0"; }
@@ -81,8 +84,13 @@ publish() {
   echo "next: docs/reproduction.md (Table 4) and docs/weights.md (the pending switch); mnzoo publish"
 }
 
+report() {
+  .venv/bin/python training/sweeps/summarize.py --curves "$out/$(run_name mn)" "$out/$(run_name bn)" --last 5
+}
+
 case $verb in
   train) train ;;
   publish) publish ;;
-  *) echo "unknown verb $verb: use train or publish" >&2; exit 2 ;;
+  report) report ;;
+  *) echo "unknown verb $verb: use train, publish or report" >&2; exit 2 ;;
 esac
