@@ -10,7 +10,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:  # torch and timm load lazily, so that `mnzoo --help` and errors are quick
+    import torch
+    from torch import Tensor
+
+    Batches = Iterable[Tuple[Tensor, Tensor, Tensor]]  # (images, labels, domain indices)
+
+# a timm model: an nn.Module with pretrained_cfg, num_classes and the rest of timm's contract, whose
+# attributes nn.Module's typing cannot see
+Model = Any
 
 __all__ = ['main', 'build_parser']
 
@@ -21,7 +31,8 @@ def _log(msg: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def _create(name: str, pretrained: bool, checkpoint: Optional[str] = None, use_ema: bool = False, **kwargs: Any):
+def _create(name: str, pretrained: bool, checkpoint: Optional[str] = None, use_ema: bool = False,
+            **kwargs: Any) -> Model:
     from ._factory import create_model
     model = create_model(name, pretrained=pretrained and not checkpoint, **kwargs)
     if checkpoint:
@@ -42,12 +53,12 @@ def _model_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
     return kw
 
 
-def _transform(model):
+def _transform(model: Model) -> Callable[[Any], Tensor]:
     from timm.data import create_transform, resolve_data_config
     return create_transform(**resolve_data_config({}, model=model), is_training=False)
 
 
-def _labels(model) -> List[str]:
+def _labels(model: Model) -> List[str]:
     names = (getattr(model, 'pretrained_cfg', None) or {}).get('label_names')
     n = model.num_classes
     return list(names) if names and len(names) == n else [str(i) for i in range(n)]
@@ -105,7 +116,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset(path: str, model):
+def _dataset(path: str, model: Model) -> Tuple[Any, Dict[int, int]]:
     """ImageFolder dir or ImageFolder-in-tar, with targets mapped onto the model's label order by name."""
     from timm.data import create_dataset
     p = Path(path)
@@ -130,7 +141,7 @@ def _dataset(path: str, model):
     return ds, remap
 
 
-def _is_multidomain(model) -> bool:
+def _is_multidomain(model: Model) -> bool:
     from .data import multidomain_classes
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     names = cfg.get('label_names')
@@ -138,7 +149,8 @@ def _is_multidomain(model) -> bool:
             or (names is not None and list(names) == multidomain_classes()))
 
 
-def _batches_from_sources(args: argparse.Namespace, model, device):
+def _batches_from_sources(args: argparse.Namespace, model: Model,
+                          device: torch.device) -> Tuple[Any, List[str]]:
     """``domain=path[@split]`` sources through mnzoo.data, exactly as training/validate.py reads them
     (uint8 cache, per-domain normalisation, multi-domain label offsets): yields (x, y, domain)."""
     from .data import TensorLoader, build_dataset
@@ -151,7 +163,7 @@ def _batches_from_sources(args: argparse.Namespace, model, device):
     return TensorLoader(data, args.batch_size, shuffle=False, device=device), list(data.domain_names)
 
 
-def _batches_from_folder(args: argparse.Namespace, model):
+def _batches_from_folder(args: argparse.Namespace, model: Model) -> Tuple[Batches, int]:
     """One ImageFolder dir or ImageFolder-in-tar through timm, with the model's own preprocessing."""
     import torch
     if len(args.data) != 1:

@@ -20,7 +20,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -257,7 +257,7 @@ def _check_labels(src: Source, labels: Tensor, num_classes: int) -> None:
 class _FolderLoader:
     """timm's ImageFolder loader, yielding (images, labels, domains) like :class:`TensorLoader`."""
 
-    def __init__(self, loader, device: torch.device, channels_last: bool) -> None:
+    def __init__(self, loader: torch.utils.data.DataLoader, device: torch.device, channels_last: bool) -> None:
         self.loader, self.device, self.channels_last = loader, device, channels_last
         self.data = loader.dataset
         mapping = getattr(getattr(self.data, "reader", None), "class_to_idx", None) or {}
@@ -272,7 +272,7 @@ class _FolderLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Tuple[Tensor, Tensor, Tensor]]:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         for x, y in self.loader:
             x = x.to(self.device, non_blocking=True, memory_format=fmt)

@@ -20,7 +20,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -144,8 +144,8 @@ class _CpuModeNormFunction(torch.autograd.Function):
     """ModeNorm with batch statistics on the fused CPU kernels (forward and backward)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, gate_w: Tensor, gate_b: Tensor, weight: Optional[Tensor],
-                bias: Optional[Tensor], eps: float, running: Running):
+    def forward(ctx: Any, x: Tensor, gate_w: Tensor, gate_b: Tensor, weight: Optional[Tensor],
+                bias: Optional[Tensor], eps: float, running: Running) -> Tuple[Tensor, ...]:
         y, m, v, a, g, mu, var, mass, nonfinite = torch.ops.mnzoo.mode_norm_train_forward(
             x, gate_w, gate_b, weight, bias, eps, *running)
         ctx.save_for_backward(x, m, v, a, g, mu, var, mass, gate_w, weight)
@@ -155,7 +155,7 @@ class _CpuModeNormFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, gy: Tensor, *_unused):
+    def backward(ctx: Any, gy: Tensor, *_unused: Any) -> Tuple[Optional[Tensor], ...]:
         x, m, v, a, g, mu, var, mass, gate_w, weight = ctx.saved_tensors
         gx, d_gw, d_gb, d_w, d_b = torch.ops.mnzoo.mode_norm_train_backward(
             gy, x, m, v, a, g, mu, var, mass, gate_w, weight, ctx.has_bias, ctx.eps)

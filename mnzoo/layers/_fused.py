@@ -8,7 +8,7 @@ channels_last, as they do from ``nn.BatchNorm2d`` and the CPU kernels.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -88,8 +88,8 @@ class _FusedAffineNorm(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, coeff_fn: CoeffFn, coeff_bwd: Optional[CoeffBwd], check: Callable, x: Tensor,
-                *params: Optional[Tensor]):
+    def forward(ctx: Any, coeff_fn: CoeffFn, coeff_bwd: Optional[CoeffBwd], check: Callable, x: Tensor,
+                *params: Optional[Tensor]) -> Tuple[Tensor, ...]:
         if is_channels_last(x):  # broadcasting ops in place of the layout; saved as 4-D
             xs = x
             m, v = _moments(x)
@@ -115,7 +115,7 @@ class _FusedAffineNorm(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, gy: Tensor, *_unused):
+    def backward(ctx: Any, gy: Tensor, *_unused: Any) -> Tuple[Optional[Tensor], ...]:
         x, m, v, a, *rest = ctx.saved_tensors  # the (N, C, S) view of the input, or a channels_last x
         params, extras = rest[:ctx.n_params], rest[ctx.n_params:]
         if x.dim() == 4:  # channels_last
@@ -138,8 +138,8 @@ class _FusedAffineNorm(torch.autograd.Function):
         return (None, None, None, gx.view(gy.shape), *grad_params)
 
 
-def _coeff_backward(ctx, ga: Tensor, gb: Tensor, m: Tensor, v: Tensor,
-                    params: Sequence[Optional[Tensor]], extras: Sequence[Tensor]):
+def _coeff_backward(ctx: Any, ga: Tensor, gb: Tensor, m: Tensor, v: Tensor, params: Sequence[Optional[Tensor]],
+                    extras: Sequence[Tensor]) -> Tuple[Tensor, Tensor, List[Optional[Tensor]]]:
     """dL/dm, dL/dv and the parameter gradients from dL/da and dL/db (N, C)."""
     needs = ctx.needs_input_grad[4:]
     if ctx.coeff_bwd is not None:
@@ -148,8 +148,9 @@ def _coeff_backward(ctx, ga: Tensor, gb: Tensor, m: Tensor, v: Tensor,
     return _autograd_coeff_backward(ctx.coeff_fn, ga, gb, m, v, params, needs)
 
 
-def _backward_channels_last(ctx, gy: Tensor, x: Tensor, m: Tensor, v: Tensor, a: Tensor,
-                            params: Sequence[Optional[Tensor]], extras: Sequence[Tensor]):
+def _backward_channels_last(ctx: Any, gy: Tensor, x: Tensor, m: Tensor, v: Tensor, a: Tensor,
+                            params: Sequence[Optional[Tensor]],
+                            extras: Sequence[Tensor]) -> Tuple[Optional[Tensor], ...]:
     """The backward of ``_FusedAffineNorm`` for a channels_last x (N, C, H, W), on broadcasting
     ops; the input gradient comes back channels_last. Same equations as the NCHW path."""
     n_spatial = x.shape[2] * x.shape[3]
@@ -164,7 +165,8 @@ def _backward_channels_last(ctx, gy: Tensor, x: Tensor, m: Tensor, v: Tensor, a:
 
 
 def _autograd_coeff_backward(coeff_fn: CoeffFn, ga: Tensor, gb: Tensor, m: Tensor, v: Tensor,
-                             params: Sequence[Optional[Tensor]], needs: Sequence[bool]):
+                             params: Sequence[Optional[Tensor]],
+                             needs: Sequence[bool]) -> Tuple[Tensor, Tensor, List[Optional[Tensor]]]:
     """Differentiate the small coefficient graph by re-running it under autograd."""
     with torch.enable_grad():
         m_ = m.detach().requires_grad_()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from typing import ContextManager, List, Optional, Tuple, overload
+from typing import Any, ContextManager, Dict, List, Optional, Tuple, Union, overload
 
 import torch
 from torch import Tensor, nn
@@ -142,15 +142,15 @@ class ModeNorm2d(_NormBase):
         momentum: Optional[float] = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
-        device=None,
-        dtype=None,
+        device: Optional[Union[torch.device, str]] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
         _check_num_modes(type(self).__name__, num_modes)
         _check_eps_momentum(type(self).__name__, eps, momentum)
         if num_features < 1:
             raise ValueError(f"{type(self).__name__}: num_features must be >= 1, got {num_features}")
-        factory = {"device": device, "dtype": dtype}
+        factory: Dict[str, Any] = {"device": device, "dtype": dtype}
         self.num_features = num_features
         self.num_modes = num_modes
         self.eps = eps
@@ -269,17 +269,18 @@ class ModeNorm2d(_NormBase):
             self._update_running_stats(mu, var, mass, g, x[0, 0].numel())
         return y
 
-    def _forward_batch_stats(self, x: Tensor, params: List[Optional[Tensor]]):
+    def _forward_batch_stats(self, x: Tensor, params: List[Optional[Tensor]]) -> Tuple[Tensor, ...]:
         """Normalise x (N, C, *) with batch statistics; returns y and the running-stat inputs."""
         reduce = self._all_reduce()
 
         eps = self.eps
 
-        def coeff_fn(m: Tensor, v: Tensor, p: Params):
+        def coeff_fn(m: Tensor, v: Tensor, p: Params) -> Tuple[Tensor, ...]:
             a, b, g, mu, var, mass = mode_norm_coefficients(m, v, *_split_params(p), eps=eps, all_reduce=reduce)
             return a, b, mu, var, mass, g
 
-        def coeff_bwd(ga, gb, m, v, p, mu, var, mass, g):
+        def coeff_bwd(ga: Tensor, gb: Tensor, m: Tensor, v: Tensor, p: Params, mu: Tensor, var: Tensor,
+                      mass: Tensor, g: Tensor) -> Tuple[Tensor, Tensor, List[Optional[Tensor]]]:
             return _mode_norm_coefficients_backward(ga, gb, m, v, p, eps, g, mu, var, mass)
 
         if _use_fused(x, params) and reduce is _identity:
@@ -336,15 +337,15 @@ class ModeGroupNorm(_NormBase):
         num_modes: int = 2,
         eps: float = 1e-5,
         affine: bool = True,
-        device=None,
-        dtype=None,
+        device: Optional[Union[torch.device, str]] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
         _check_num_modes(type(self).__name__, num_modes)
         _check_eps_momentum(type(self).__name__, eps)
         if num_channels < 1:
             raise ValueError(f"{type(self).__name__}: num_channels must be >= 1, got {num_channels}")
-        factory = {"device": device, "dtype": dtype}
+        factory: Dict[str, Any] = {"device": device, "dtype": dtype}
         self.num_channels = num_channels
         self.num_modes = num_modes
         self.eps = eps
@@ -382,7 +383,7 @@ class ModeGroupNorm(_NormBase):
             xc = _as(x, cdtype)
             params = [_as(p, cdtype) for p in _own(self, "gate_weight", "gate_bias", "weight", "bias")]
 
-            def coeff_fn(m: Tensor, v: Tensor, p: Params):
+            def coeff_fn(m: Tensor, v: Tensor, p: Params) -> Tuple[Tensor, ...]:
                 return mode_group_norm_coefficients(m, v, *_split_params(p), eps=self.eps)
 
             if _use_fused(xc, params):

@@ -8,7 +8,7 @@ gradients, so its backward is an all-reduce as well.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Type, cast
+from typing import Any, Dict, Optional, Tuple, Type, Union, cast
 
 import torch
 import torch.distributed as dist
@@ -24,14 +24,14 @@ class _AllReduceSum(torch.autograd.Function):
     """Sum a tensor over the processes of ``group``, differentiably."""
 
     @staticmethod
-    def forward(ctx, t: Tensor, group: Optional[Any]) -> Tensor:
+    def forward(ctx: Any, t: Tensor, group: Optional[Any]) -> Tensor:
         ctx.group = group
         out = t.clone().contiguous()
         dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx: Any, grad: Tensor) -> Tuple[Tensor, None]:
         out = grad.clone().contiguous()
         dist.all_reduce(out, op=dist.ReduceOp.SUM, group=ctx.group)
         return out, None
@@ -49,8 +49,8 @@ class SyncModeNorm2d(ModeNorm2d):
         affine: bool = True,
         track_running_stats: bool = True,
         process_group: Optional[Any] = None,
-        device=None,
-        dtype=None,
+        device: Optional[Union[torch.device, str]] = None,
+        dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__(num_features, num_modes, eps, momentum, affine, track_running_stats,
                          device=device, dtype=dtype)

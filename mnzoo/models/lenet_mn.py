@@ -57,8 +57,8 @@ class LeNet(IntermediatesMixin, nn.Module):
             img_size: Union[int, Tuple[int, int]] = 32,
             drop_rate: float = 0.,
             widths: Tuple[int, int, int, int] = (6, 16, 120, 84),
-            device=None,
-            dtype=None,
+            device: Optional[Union[torch.device, str]] = None,
+            dtype: Optional[torch.dtype] = None,
     ) -> None:
         """
         Args:
@@ -71,7 +71,7 @@ class LeNet(IntermediatesMixin, nn.Module):
             widths: Channels of the two convs and sizes of the two hidden FC layers.
         """
         super().__init__()
-        dd = {'device': device, 'dtype': dtype}
+        dd: Dict[str, Any] = {'device': device, 'dtype': dtype}
         self.norm = norm
         self.num_modes = resolve_num_modes(norm, num_modes)
         norm2d = get_norm_layer(norm, self.num_modes, dim=2)

@@ -19,7 +19,7 @@ Paper: Mode Normalization, Deecke, Murray & Bilen, ICLR 2019 (arXiv:1810.05466).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -71,8 +71,8 @@ class NetworkInNetwork(StagesHeadMixin, nn.Module):
             in_chans: int = 3,
             global_pool: str = 'avg',
             drop_rate: float = 0.25,
-            device=None,
-            dtype=None,
+            device: Optional[Union[torch.device, str]] = None,
+            dtype: Optional[torch.dtype] = None,
     ) -> None:
         """
         Args:
@@ -84,7 +84,7 @@ class NetworkInNetwork(StagesHeadMixin, nn.Module):
             drop_rate: Dropout after the first two mlpconv blocks (0.25 in the paper).
         """
         super().__init__()
-        dd = {'device': device, 'dtype': dtype}
+        dd: Dict[str, Any] = {'device': device, 'dtype': dtype}
         self.norm = norm
         self.num_modes = resolve_num_modes(norm, num_modes)
         norm_layer = get_norm_layer(norm, self.num_modes)

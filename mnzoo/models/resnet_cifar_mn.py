@@ -13,7 +13,7 @@ Paper: Mode Normalization, Deecke, Murray & Bilen, ICLR 2019 (arXiv:1810.05466).
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -52,8 +52,8 @@ class CifarResNet(IntermediatesMixin, nn.Module):
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             zero_init_last: bool = False,
-            device=None,
-            dtype=None,
+            device: Optional[Union[torch.device, str]] = None,
+            dtype: Optional[torch.dtype] = None,
     ) -> None:
         """
         Args:
@@ -69,7 +69,7 @@ class CifarResNet(IntermediatesMixin, nn.Module):
             zero_init_last: Zero the last norm weight of each block (timm's trick; not in the paper).
         """
         super().__init__()
-        dd = {'device': device, 'dtype': dtype}
+        dd: Dict[str, Any] = {'device': device, 'dtype': dtype}
         if len(layers) != 3 or len(channels) != 3:
             raise ValueError(
                 f'CIFAR ResNets have 3 stages; got layers={tuple(layers)}, channels={tuple(channels)}')
@@ -200,7 +200,8 @@ default_cfgs = generate_default_cfgs({
 })
 
 
-def _resnet(variant: str, pretrained: bool, layers: Tuple[int, int, int], norm: str, kwargs: Dict[str, Any]):
+def _resnet(variant: str, pretrained: bool, layers: Tuple[int, int, int], norm: str,
+            kwargs: Dict[str, Any]) -> CifarResNet:
     for fixed in ('layers', 'norm'):
         if fixed in kwargs:
             raise TypeError(f'{variant}() fixes {fixed!r}; use CifarResNet directly for other settings')

@@ -44,8 +44,8 @@ class CifarVGG(StagesHeadMixin, nn.Module):
             in_chans: int = 3,
             global_pool: str = 'avg',
             drop_rate: float = 0.,
-            device=None,
-            dtype=None,
+            device: Optional[Union[torch.device, str]] = None,
+            dtype: Optional[torch.dtype] = None,
     ) -> None:
         """
         Args:
@@ -58,7 +58,7 @@ class CifarVGG(StagesHeadMixin, nn.Module):
             drop_rate: Dropout before the classifier.
         """
         super().__init__()
-        dd = {'device': device, 'dtype': dtype}
+        dd: Dict[str, Any] = {'device': device, 'dtype': dtype}
         self.norm = norm
         self.num_modes = resolve_num_modes(norm, num_modes)
         norm_layer = get_norm_layer(norm, self.num_modes)
