@@ -13,6 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+import mnzoo
+
 from conftest import REPO_ROOT
 
 BLOCK = re.compile(r'^```python\n(.*?)^```', re.S | re.M)
@@ -34,6 +36,7 @@ def test_readme_examples_run(monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     ns = _run_blocks(REPO_ROOT / 'README.md', {'<path to an mnzoo checkout>': str(REPO_ROOT)})
     assert ns['y'].shape == (8, 64, 32, 32)
+    assert sum(isinstance(m, mnzoo.ModeNorm2d) for m in ns['net'].modules()) == 20
     assert type(ns['model']).__name__ == 'LeNet' and ns['model'].get_classifier().out_features == 5
     assert [m.shape[1] for m in ns['maps']] == [6, 16]  # LeNet's two conv stages (the last `model`)
     assert ns['feats'](torch.randn(2, 3, 32, 32))[-1].shape == (2, 64, 8, 8)

@@ -258,6 +258,33 @@ def test_mode_norm_is_a_norm_layer_for_timm_models():
         assert not torch.allclose(model(x[:2])[:1], model(x)[:1], rtol=1e-4, atol=1e-5)  # training does not
 
 
+def test_mn_layers_by_name_in_timms_norm_factory(monkeypatch):
+    """`import mnzoo` names the layers in timm's norm factory, so string norm_layer arguments work
+    as 'batchnorm2d' does; none of timm's own names is taken, and a clash keeps timm's layer."""
+    import subprocess
+    import sys
+
+    import timm
+    from timm.layers import create_norm, create_norm_layer, get_norm_layer
+    from mnzoo.layers import TIMM_NORM_NAMES, register_timm_norm_names
+    assert get_norm_layer("modenorm2d") is ModeNorm2d and get_norm_layer("Mode_Norm1d") is ModeNorm1d
+    assert isinstance(create_norm_layer("mode_group_norm", 8), ModeGroupNorm)
+    assert get_norm_layer("batchnorm2d") is nn.BatchNorm2d
+    fresh = subprocess.run([sys.executable, "-c", "from timm.layers import create_norm as c; print(*c._NORM_MAP)"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert "batchnorm2d" in fresh and not set(fresh) & set(TIMM_NORM_NAMES)
+    model = timm.create_model("resnet18", norm_layer="modenorm2d", num_classes=3)
+    norms = [m for m in model.modules() if isinstance(m, ModeNorm2d)]
+    assert len(norms) == 20 and all(m.num_modes == 2 for m in norms)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert norms[0].gate.weight.grad is not None
+    table = dict(create_norm._NORM_MAP, modenorm=nn.BatchNorm2d)  # as if timm had its own 'modenorm'
+    monkeypatch.setattr(create_norm, "_NORM_MAP", table)
+    with pytest.warns(UserWarning, match="'modenorm'"):
+        assert register_timm_norm_names()
+    assert table["modenorm"] is nn.BatchNorm2d and table["modenorm2d"] is ModeNorm2d
+
+
 def test_timm_distribute_bn_averages_mode_statistics():
     x, _ = _batch(torch.float64)
     halves = []

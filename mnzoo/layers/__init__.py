@@ -4,6 +4,7 @@ from .convert import convert_to_mode_norm
 from .functional import mode_group_norm_coefficients, mode_norm_coefficients
 from .mode_norm import ModeGroupNorm, ModeNorm1d, ModeNorm2d
 from .sync import SyncModeNorm1d, SyncModeNorm2d, convert_sync_mode_norm
+from .timm_names import TIMM_NORM_NAMES, register_timm_norm_names
 
 __all__ = [
     "ModeNorm2d",
@@ -16,4 +17,6 @@ __all__ = [
     "mode_norm_coefficients",
     "mode_group_norm_coefficients",
     "build_cpu_kernels",
+    "TIMM_NORM_NAMES",
+    "register_timm_norm_names",
 ]
