@@ -1,4 +1,4 @@
-"""The ``mnzoo`` command: list, info, eval, predict, export, register, check, table, publish.
+"""The ``mnzoo`` command: list, info, eval, predict, modes, histograms, export, register, check, table, publish.
 
 Model names are anything ``mnzoo.create_model`` accepts: ``resnet20_mn``, ``resnet20_mn.cifar10``,
 ``hf-hub:mnzoo/resnet20_mn.cifar10`` or ``local-dir:weights_cards/resnet20_mn.cifar10``.
@@ -223,24 +223,55 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeded_subset(data: Any, limit: Optional[int]) -> Any:
+    """``limit`` images of ``data`` drawn at random with seed 0 (all of them for None or 0)."""
+    import torch
+    if not limit:
+        return data
+    return data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:limit])
+
+
+def _domain_sources(args: argparse.Namespace) -> None:
+    if not all('=' in d for d in args.data):
+        raise ValueError(f'{args.command} reads domain=path[@split] sources (as training does), '
+                         f'got {" ".join(args.data)}')
+
+
 def cmd_modes(args: argparse.Namespace) -> int:
     """The paper's Figure 3 for an MN model: per mode, the images its gate claims most strongly."""
-    import torch
     from .data import build_dataset
     from .modes import save_modes_figure
     model = _create(args.name, pretrained=not args.random_init, checkpoint=args.checkpoint,
                     **_model_kwargs(args))
-    if not all('=' in d for d in args.data):
-        raise ValueError('modes reads domain=path[@split] sources (as training does), '
-                         f'got {" ".join(args.data)}')
-    data = build_dataset(args.data, multidomain=_is_multidomain(model))
-    if args.limit:
-        gen = torch.Generator().manual_seed(0)
-        data = data.subset(torch.randperm(len(data), generator=gen)[:args.limit])
+    _domain_sources(args)
+    data = _seeded_subset(build_dataset(args.data, multidomain=_is_multidomain(model)), args.limit)
     summary = save_modes_figure(model, data, args.out, layers=args.layers, per_mode=args.per_mode)
     for name, info in summary.items():
         share = ', '.join(f'{v:.2f}' for v in info['share'])
         print(f'{name}: K={info["num_modes"]}, mean gate share per mode {share}')
+    print(args.out)
+    return 0
+
+
+def cmd_histograms(args: argparse.Namespace) -> int:
+    """The paper's Figure 2: one norm layer's channel histograms before and after, one row per model."""
+    from .data import build_dataset
+    from .histograms import save_histograms_figure
+    _domain_sources(args)
+    rows = []
+    for name in args.names:
+        model = _create(name, pretrained=not args.random_init)
+        rows.append((name, model, _seeded_subset(build_dataset(args.data, multidomain=_is_multidomain(model)),
+                                                 args.limit)))
+    summary = save_histograms_figure(rows, args.out, layer=args.layer, channels=args.channels)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    for label, info in summary.items():
+        print(f'{label}: layer {info["layer"]} ({info["type"]})')
+        for ch, b, a in zip(info['channels'], info['before'], info['after'], strict=True):
+            print(f'  channel {ch}: bimodality {b["bimodality"]:.2f} -> {a["bimodality"]:.2f}, '
+                  f'std {b["std"]:.3f} -> {a["std"]:.3f}')
     print(args.out)
     return 0
 
@@ -412,6 +443,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--per-mode', type=int, default=10, help='images shown per mode')
     p.add_argument('--limit', type=int, default=None, help='a seeded random subset of N images')
     p.set_defaults(func=cmd_modes)
+
+    p = sub.add_parser('histograms', help="the paper's Figure 2: a norm layer's channel histograms before and "
+                                          "after, one row per model (PNG)")
+    p.add_argument('names', nargs='+', help='models, one row each (e.g. resnet20_bn.cifar10 resnet20_mn.cifar10)')
+    p.add_argument('--random-init', action='store_true', help='do not load pretrained weights')
+    p.add_argument('--data', nargs='+', required=True, help='domain=path[@split] sources, as in eval')
+    p.add_argument('--layer', default='first', help="norm layer: 'first', 'last' or a module name (default: first)")
+    p.add_argument('--channels', nargs='+', type=int, default=[0, 1, 2, 3], help='channels drawn (default: 0 1 2 3)')
+    p.add_argument('--limit', type=int, default=1024, help='a seeded random subset of N images (the paper: 1024; '
+                                                            '0: all)')
+    p.add_argument('--out', default='histograms.png', help='PNG to write')
+    p.add_argument('--json', action='store_true', help='print the per-channel statistics as JSON')
+    p.set_defaults(func=cmd_histograms)
 
     p = sub.add_parser('export', help='checkpoint + metrics.json -> weights folder (model.safetensors, config, card)')
     model_opts(p, weights=False)
