@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
-from .data import ImageTensors
+from .data import ImageTensors, TensorLoader
 from .layers import ModeNorm2d
 
 __all__ = ["mode_layers", "collect_gates", "top_images_per_mode", "save_modes_figure"]
@@ -59,11 +59,8 @@ def collect_gates(model: nn.Module, data: ImageTensors, layer_names: Sequence[st
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(data), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(data)))
-            images = data.images[idx].float().div_(255)
-            dom = data.domains[idx]
-            x = (images - data.mean[dom][:, :, None, None]) / data.std[dom][:, :, None, None]
+        device = next(model.parameters()).device
+        for x, _, _ in TensorLoader(data, batch_size, shuffle=False, device=device):  # as eval feeds them
             model(x)
     finally:
         for h in hooks:
