@@ -25,6 +25,20 @@ Model = Any
 __all__ = ['main', 'build_parser']
 
 
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an int >= minimum, with an error that names the bound."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f'must be >= {minimum}, got {value}')
+        return value
+    parse.__name__ = f'int >= {minimum}'
+    return parse
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr)
 
@@ -416,9 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'preprocessing), or domain=path[@split] sources as in training (e.g. '
                         'cifar10=../shared/data/cifar10/test-lossless-1k.tar mnist=../shared/data/mnist@test; '
                         'several sources form the multi-domain eval set)')
-    p.add_argument('--batch-size', type=int, default=256)
-    p.add_argument('--workers', type=int, default=0)
-    p.add_argument('--limit', type=int, default=None, help='only the first N images')
+    p.add_argument('--batch-size', type=_int_at_least(1), default=256)
+    p.add_argument('--workers', type=_int_at_least(0), default=0)
+    p.add_argument('--limit', type=_int_at_least(1), default=None, help='only the first N images')
     p.add_argument('--device', default='cpu')
     p.add_argument('--json', action='store_true')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
@@ -427,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('predict', help='top-k labels for image files')
     model_opts(p)
     p.add_argument('images', nargs='+')
-    p.add_argument('--topk', type=int, default=5)
+    p.add_argument('--topk', type=_int_at_least(1), default=5)
     p.add_argument('--domain', default=None,
                    help='preprocess as this training domain (mnist, cifar10, svhn, fashion_mnist): its own '
                         'statistics; required for multi-domain models')
@@ -440,8 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', default='modes.png', help='PNG to write')
     p.add_argument('--layers', nargs='+', default=['first', 'last'],
                    help="MN layers: 'first', 'last' or module names (default: first last)")
-    p.add_argument('--per-mode', type=int, default=10, help='images shown per mode')
-    p.add_argument('--limit', type=int, default=None, help='a seeded random subset of N images')
+    p.add_argument('--per-mode', type=_int_at_least(1), default=10, help='images shown per mode')
+    p.add_argument('--limit', type=_int_at_least(1), default=None, help='a seeded random subset of N images')
     p.set_defaults(func=cmd_modes)
 
     p = sub.add_parser('histograms', help="the paper's Figure 2: a norm layer's channel histograms before and "
@@ -450,9 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--random-init', action='store_true', help='do not load pretrained weights')
     p.add_argument('--data', nargs='+', required=True, help='domain=path[@split] sources, as in eval')
     p.add_argument('--layer', default='first', help="norm layer: 'first', 'last' or a module name (default: first)")
-    p.add_argument('--channels', nargs='+', type=int, default=[0, 1, 2, 3], help='channels drawn (default: 0 1 2 3)')
-    p.add_argument('--limit', type=int, default=1024, help='a seeded random subset of N images (the paper: 1024; '
-                                                            '0: all)')
+    p.add_argument('--channels', nargs='+', type=_int_at_least(0), default=[0, 1, 2, 3],
+                   help='channels drawn (default: 0 1 2 3)')
+    p.add_argument('--limit', type=_int_at_least(0), default=1024,
+                   help='a seeded random subset of N images (the paper: 1024; 0: all)')
     p.add_argument('--out', default='histograms.png', help='PNG to write')
     p.add_argument('--json', action='store_true', help='print the per-channel statistics as JSON')
     p.set_defaults(func=cmd_histograms)

@@ -128,6 +128,23 @@ def test_unknown_name_is_one_clear_line(capsys):
     assert "Unknown tag 'cifar12'" in capsys.readouterr().err
 
 
+
+@pytest.mark.parametrize('argv,message', [
+    (['predict', 'resnet20_mn', 'x.png', '--topk', '0'], 'argument --topk: must be >= 1, got 0'),
+    (['eval', 'resnet20_mn', '--data', 'x', '--batch-size', '0'], 'argument --batch-size: must be >= 1, got 0'),
+    (['eval', 'resnet20_mn', '--data', 'x', '--limit', '-1'], 'argument --limit: must be >= 1, got -1'),
+    (['eval', 'resnet20_mn', '--data', 'x', '--workers', 'two'], "argument --workers: expected an integer, got 'two'"),
+    (['modes', 'resnet20_mn', '--data', 'x', '--per-mode', '0'], 'argument --per-mode: must be >= 1, got 0'),
+    (['histograms', 'resnet20_mn', '--data', 'x', '--limit', '-3'], 'argument --limit: must be >= 0, got -3'),
+    (['histograms', 'resnet20_mn', '--data', 'x', '--channels', '0', '-1'], 'argument --channels: must be >= 0'),
+])
+def test_bad_numbers_are_named_before_any_work(argv, message, capsys):
+    """A count that cannot work is one argparse error naming the flag (it was an empty result or a
+    torch error deep inside): nothing is loaded first."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
 def test_eval_matches_independent_forward(weights_folder, image_folder):
     data, expected = image_folder
     r = run('eval', f'local-dir:{weights_folder}', '--data', data, '--json', '--batch-size', 5)
