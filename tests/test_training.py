@@ -118,6 +118,37 @@ def test_bad_recipe_key_is_named(tmp_path):
     assert proc.returncode != 0 and "learning_rate" in proc.stderr
 
 
+
+@pytest.mark.parametrize("flags,message", [
+    (["--lr=-0.1"], "--lr must be >= 0, got -0.1"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["--momentum", "1"], "--momentum must be in [0, 1), got 1.0"),
+    (["--weight-decay=-1e-4"], "--weight-decay must be >= 0, got -0.0001"),
+    (["--decay-milestones", "120", "80"], "--decay-milestones must be >= 0 and increasing, got [120.0, 80.0]"),
+    (["--train-subset", "0"], "--train-subset must be >= 1, got 0"),
+    (["--model-ema-decay", "1.5"], "--model-ema-decay must be in (0, 1), got 1.5"),
+])
+def test_numbers_no_run_can_use_are_named_before_data_loads(flags, message, capsys):
+    sys.path.insert(0, str(REPO / "training"))
+    import train  # noqa: E402
+
+    with pytest.raises(SystemExit) as exit_:
+        train.parse_args(["--config", str(REPO / "training" / "recipes" / "resnet20_cifar10.yaml"),
+                          "--model", "resnet20_mn", *flags])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_recipe_value_gets_the_same_check(tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "training"))
+    import train  # noqa: E402
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: lenet_mn\ntrain_data: [mnist=x]\nbatch_size: 0\n")
+    with pytest.raises(SystemExit):
+        train.parse_args(["--config", str(recipe)])
+    assert "--batch-size must be >= 1, got 0" in capsys.readouterr().err
+
 # ---------------------------------------------------------------- a real run
 @needs_data
 def test_run_lowers_loss_and_writes_outputs(lenet_run):
