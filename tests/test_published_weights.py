@@ -31,11 +31,17 @@ def _cases():
 
 
 def test_every_published_weight_records_its_eval_data():
+    """...and its card shows the `mnzoo eval` commands for them (the commands the next test runs)."""
+    from mnzoo.hub.card import render_reproduce
     assert FOLDERS, "no published weights in weights_cards/"
     for folder in FOLDERS:
         mz = json.loads((folder / "config.json").read_text())["mnzoo"]
         assert mz.get("eval_data"), f"{folder.name}: config.json records no eval_data"
         assert set(mz["eval_data"]) == set(mz["metrics"]), folder.name
+        card = (folder / "README.md").read_text()
+        assert render_reproduce(folder.name, mz["eval_data"]) in card, folder.name
+        for set_name, specs in mz["eval_data"].items():
+            assert f"mnzoo eval {folder.name} --data {' '.join(specs)}   # {set_name}" in card
 
 
 @pytest.fixture(scope="module")

@@ -128,6 +128,7 @@ def test_resnet20_160_script_trains_both_and_publishes_their_cards(tmp_path):
         assert f"| test-lossless-1k | {top1:.2f} |" in card
         assert "the paper's 160 epochs" in card and f"resnet20_{m}.cifar10_40ep" in card
         assert "Trained in several segments" in card
+        assert f"mnzoo eval {name} --data cifar10={SHARED_1K}   # test-lossless-1k" in card
         assert ("MN with K=2" in card) == (m == "mn")
         config = json.loads((folder / "config.json").read_text())
         assert entries[name]["sha256"] == config["mnzoo"]["sha256"] != "0" * 64

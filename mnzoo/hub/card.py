@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
 __all__ = ['PAPER_RESULTS', 'BIBTEX', 'DATASETS', 'SCHEDULE_TAGS', 'load_metrics', 'eval_sets', 'dataset_label',
-           'paper_rows', 'render_usage', 'render_card', 'parse_front_matter']
+           'paper_rows', 'render_usage', 'render_reproduce', 'render_card', 'parse_front_matter']
 
 PAPER = 'Mode Normalization (Deecke, Murray & Bilen, ICLR 2019, arXiv:1810.05466)'
 
@@ -268,6 +268,15 @@ def render_usage(name: str) -> str:
     return '\n'.join(lines)
 
 
+def render_reproduce(name: str, eval_data: Mapping[str, Sequence[str]]) -> str:
+    """The commands that give each eval set's numbers of the card exactly (``mnzoo eval`` on the
+    run's own eval sources; mnzoo's tests run them for every published weight)."""
+    lines = ['To reproduce each row exactly (the data paths are where the run read them, `../shared/data` beside',
+             'an mnzoo checkout; give your own copies\' paths):', '', '```bash']
+    lines += [f'mnzoo eval {name} --data {" ".join(specs)}   # {set_name}' for set_name, specs in eval_data.items()]
+    return '\n'.join(lines + ['```'])
+
+
 def render_card(
         *,
         name: str,
@@ -340,6 +349,8 @@ def render_card(
             if isinstance(per, Mapping) and per:
                 out += ['', f'Top-1 (%) per domain on {set_name}: '
                         + ', '.join(f'{d} {_fmt(v)}' for d, v in per.items()) + '.']
+        if metrics.get('eval_data'):
+            out += ['', render_reproduce(name, metrics['eval_data'])]
     else:
         out.append('No measured results were supplied for this export.')
     rows = paper_rows(name, num_modes)
