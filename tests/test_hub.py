@@ -297,3 +297,9 @@ def test_torch_hub_load_local_checkout():
     assert model.num_classes == 7 and hub.num_modes_of(model) == 3
     lenet = torch.hub.load(str(REPO_ROOT), 'lenet_mn', source='local', tag='multidomain')
     assert lenet.pretrained_cfg['tag'] == 'multidomain' and lenet(torch.randn(2, 3, 32, 32)).shape == (2, 40)
+    # the cards' torch.hub line: a tag other than the architecture's first, with its verified weights
+    short = torch.hub.load(str(REPO_ROOT), 'resnet20_mn', source='local', tag='cifar10_40ep', pretrained=True)
+    expected = load_file(REPO_ROOT / 'weights_cards' / 'resnet20_mn.cifar10_40ep' / 'model.safetensors')
+    assert short.pretrained_cfg['tag'] == 'cifar10_40ep'
+    assert set(short.state_dict()) == set(expected)
+    assert all(torch.equal(v, expected[k]) for k, v in short.state_dict().items())
