@@ -16,6 +16,8 @@ if TYPE_CHECKING:  # torch and timm load lazily, so that `mnzoo --help` and erro
     import torch
     from torch import Tensor
 
+    from .data import ImageTensors
+
     Batches = Iterable[Tuple[Tensor, Tensor, Tensor]]  # (images, labels, domain indices)
 
 # a timm model: an nn.Module with pretrained_cfg, num_classes and the rest of timm's contract, whose
@@ -237,7 +239,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _seeded_subset(data: Any, limit: Optional[int]) -> Any:
+def _seeded_subset(data: ImageTensors, limit: Optional[int]) -> ImageTensors:
     """``limit`` images of ``data`` drawn at random with seed 0 (all of them for None or 0)."""
     import torch
     if not limit:
