@@ -126,9 +126,14 @@ def cmd_info(args: argparse.Namespace) -> int:
                     metrics=entry.metrics, local_folder=str(local) if local.is_dir() else None)
     if args.json:
         print(json.dumps(info, indent=2, default=list))
-    else:
-        for k, v in info.items():
-            print(f'{k:12s} {v if not isinstance(v, (list, tuple)) else ", ".join(map(str, v)) or "-"}')
+        return 0
+    for k, v in info.items():
+        if k == 'metrics':  # one line per eval set, as in the card
+            for i, (set_name, res) in enumerate(v.items()):
+                print(f'{"" if i else k:12s} {set_name}: top-1 {res["top1"]:.2f} %, top-5 {res["top5"]:.2f} % '
+                      f'({res["n"]} images)')
+            continue
+        print(f'{k:12s} {v if not isinstance(v, (list, tuple)) else ", ".join(map(str, v)) or "-"}')
     return 0
 
 

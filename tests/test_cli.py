@@ -112,6 +112,10 @@ def test_info_json(capsys):
     # the data tags, plus the 40-epoch schedule tag that keeps the short-schedule weights
     assert info['tags'] == ['cifar10', 'cifar100', 'cifar10_40ep'] and info['input_size'] == [3, 32, 32]
     assert sorted(info['published']) == ['resnet20_mn.cifar10', 'resnet20_mn.cifar10_40ep']
+    assert main(['info', 'resnet20_mn.cifar10']) == 0  # the text form: one line per eval set
+    text = capsys.readouterr().out
+    for set_name, res in info['metrics'].items():
+        assert f"{set_name}: top-1 {res['top1']:.2f} %, top-5 {res['top5']:.2f} % ({res['n']} images)" in text
 
 
 def test_unknown_name_is_one_clear_line(capsys):
