@@ -76,6 +76,12 @@ def test_curves_of_unfinished_runs_count_a_resumed_epoch_once(tmp_path, summariz
     out = subprocess.run([sys.executable, str(SCRIPT), "--curves", str(a), str(tmp_path / "missing")],
                          capture_output=True, text=True)
     assert out.returncode != 0 and "missing/summary.csv does not exist" in out.stderr
+    doc = tmp_path / "doc.md"
+    doc.write_text("a\n<!-- curves -->\nold\n<!-- /curves -->\nb\n")
+    out = subprocess.run([sys.executable, str(SCRIPT), "--curves", str(a), str(b), "--last", "2", "--update",
+                          str(doc), "--marker", "curves"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert doc.read_text() == "a\n<!-- curves -->\n" + "\n".join(table) + "\n<!-- /curves -->\nb\n"
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SHARED_1K = SHARED_DATA / "cifar10" / "test-lossless-1k.tar"

@@ -13,9 +13,10 @@
 #       config.json, model card) with their manifest entries, keep the runs' logs in
 #       $LOGS/resnet20_{mn,bn}.cifar10/, check the folders and rewrite the model table of $README.
 #       Then, by hand: docs/reproduction.md and docs/weights.md, `mnzoo publish`.
-#   training/sweeps/resnet20_cifar10_160.sh report OUT
+#   training/sweeps/resnet20_cifar10_160.sh report OUT [--update FILE --marker NAME]
 #       Where both runs stand, finished or not (summarize.py --curves): epochs done, lr, and each
-#       eval set's top-1 at the last epoch and averaged over the last 5.
+#       eval set's top-1 at the last epoch and averaged over the last 5; with --update, the table
+#       also replaces FILE's block between <!-- NAME --> and <!-- /NAME -->.
 # Runs are OUT/resnet20_{mn,bn}-cifar10-160ep-s0, logs OUT/<run>.log. The cards' deviation texts
 # below describe the CPU runs that `train` makes; runs made another way need their own export.
 # Environment: WEIGHTS (default weights_cards), LOGS (default training/logs), README (default
@@ -85,12 +86,13 @@ publish() {
 }
 
 report() {
-  .venv/bin/python training/sweeps/summarize.py --curves "$out/$(run_name mn)" "$out/$(run_name bn)" --last 5
+  .venv/bin/python training/sweeps/summarize.py --curves "$out/$(run_name mn)" "$out/$(run_name bn)" --last 5 \
+    "${@:3}"
 }
 
 case $verb in
   train) train ;;
   publish) publish ;;
-  report) report ;;
+  report) report "$@" ;;
   *) echo "unknown verb $verb: use train, publish or report" >&2; exit 2 ;;
 esac

@@ -2,13 +2,13 @@
 
     python training/sweeps/summarize.py RUNS_DIR [--eval-set test] [--glob '*-multidomain-s*']
         [--update docs/reproduction.md --marker table1]
-    python training/sweeps/summarize.py --curves RUN_DIR [RUN_DIR ...] [--last 5]
+    python training/sweeps/summarize.py --curves RUN_DIR [RUN_DIR ...] [--last 5] [--update FILE --marker NAME]
 
 Groups runs by (model, K); reports the test error of the last epoch (what the published weight is)
 and of the best epoch (the paper's "top performance"), each as mean ± sample std over seeds, with
 the per-domain top-1 of the last epoch. Numbers come only from the runs' metrics.json files.
-With ``--update FILE --marker NAME`` the table replaces the block between ``<!-- NAME -->`` and
-``<!-- /NAME -->`` in FILE (how docs/reproduction.md is kept current).
+With ``--update FILE --marker NAME`` the table (either kind) replaces the block between
+``<!-- NAME -->`` and ``<!-- /NAME -->`` in FILE (how docs/reproduction.md is kept current).
 
 With ``--curves``, each argument is one run folder, finished or not, and the table comes from its
 ``summary.csv``: epochs done, the current lr, and each eval set's top-1 at the last epoch and
@@ -112,15 +112,14 @@ def main() -> None:
     if args.curves:
         if args.last < 1:
             ap.error("--last must be >= 1")
-        print(curves(args.root, args.last))
-        return
-    if len(args.root) != 1:
-        ap.error("give one RUNS_DIR (several folders only with --curves)")
-    root = args.root[0]
-    runs = load_runs(root, args.glob)
-    if not runs:
-        raise SystemExit(f"no metrics.json under {root}/{args.glob}")
-    table = summarize(runs, args.eval_set)
+        table = curves(args.root, args.last)
+    else:
+        if len(args.root) != 1:
+            ap.error("give one RUNS_DIR (several folders only with --curves)")
+        runs = load_runs(args.root[0], args.glob)
+        if not runs:
+            raise SystemExit(f"no metrics.json under {args.root[0]}/{args.glob}")
+        table = summarize(runs, args.eval_set)
     if args.update:
         args.update.write_text(update_block(args.update.read_text(), args.marker, table))
     print(table)
