@@ -118,6 +118,10 @@ def test_resnet20_160_script_trains_both_and_publishes_their_cards(tmp_path):
     sweep("train", str(out))
     report = sweep("report", str(out)).stdout.splitlines()
     assert report[0].startswith("| run | epochs done | lr | test-lossless-1k top-1 last | mean last 5 |")
+    doc = tmp_path / "report.md"
+    doc.write_text("<!-- t -->\n<!-- /t -->\n")
+    sweep("report", str(out), "--update", str(doc), "--marker", "t")
+    assert doc.read_text() == "<!-- t -->\n" + "\n".join(report) + "\n<!-- /t -->\n"
     assert "skip resnet20_mn-cifar10-160ep-s0 (done)" in sweep("train", str(out)).stdout
     sweep("publish", str(out))
 
