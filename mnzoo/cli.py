@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--json', action='store_true')
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser('eval', help='top-1/top-5 on an ImageFolder dir or ImageFolder-in-tar')
+    p = sub.add_parser('eval', help='top-1/top-5 on an ImageFolder (folder or tar) or on domain=path[@split] sources')
     model_opts(p)
     p.add_argument('--data', required=True, nargs='+',
                    help='an ImageFolder directory or .tar of <class>/<image> files (read with the model\'s '
