@@ -16,8 +16,9 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
-from .data import ImageTensors, TensorLoader
+from .data import ImageTensors
 from .layers import ModeGroupNorm, ModeNorm2d
+from .modes import forward_in_eval
 
 __all__ = ["norm_layers", "collect_norm_io", "channel_stats", "save_histograms_figure"]
 
@@ -59,15 +60,10 @@ def collect_norm_io(model: nn.Module, data: ImageTensors, layer: str = "first",
             seen[key].append(t[:, chans].float().transpose(0, 1).reshape(len(chans), -1))
 
     handle = module.register_forward_hook(hook)
-    was_training = model.training
-    model.eval()
     try:
-        device = next(model.parameters()).device
-        for x, _, _ in TensorLoader(data, batch_size, shuffle=False, device=device):
-            model(x)
+        forward_in_eval(model, data, batch_size)
     finally:
         handle.remove()
-        model.train(was_training)
     return name, torch.cat(seen["in"], 1).cpu(), torch.cat(seen["out"], 1).cpu()
 
 
@@ -122,7 +118,7 @@ def save_histograms_figure(models: Sequence[Tuple[str, nn.Module, ImageTensors]]
     summary: Dict[str, Dict[str, Any]] = {}
     for r, (label, model, data) in enumerate(models):
         name, before, after = collect_norm_io(model, data, layer, channels, batch_size)
-        kind = type(dict(model.named_modules())[name]).__name__
+        kind = type(model.get_submodule(name)).__name__
         y = 22 + r * (panel_h + pad + 14)
         draw.text((4, y + panel_h // 2 - 12), f"{label}\nlayer {name} ({kind})\n{len(data)} images", fill="black")
         for p, (values, title) in enumerate(((before, "before normalisation"), (after, "after normalisation"))):

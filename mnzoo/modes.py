@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from .data import ImageTensors, TensorLoader
 from .layers import ModeNorm2d
 
-__all__ = ["mode_layers", "collect_gates", "top_images_per_mode", "save_modes_figure"]
+__all__ = ["mode_layers", "forward_in_eval", "collect_gates", "top_images_per_mode", "save_modes_figure"]
 
 
 def mode_layers(model: nn.Module) -> List[Tuple[str, ModeNorm2d]]:
@@ -42,6 +42,20 @@ def _pick(layers: List[Tuple[str, ModeNorm2d]], which: Sequence[str]) -> List[Tu
 
 
 @torch.no_grad()
+def forward_in_eval(model: nn.Module, data: ImageTensors, batch_size: int = 256) -> None:
+    """Run all of ``data`` through ``model`` in eval mode, fed as eval feeds it (TensorLoader), for
+    the hooks the caller has registered; the model's train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        for x, _, _ in TensorLoader(data, batch_size, shuffle=False, device=device):
+            model(x)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
 def collect_gates(model: nn.Module, data: ImageTensors, layer_names: Sequence[str],
                   batch_size: int = 256) -> Dict[str, Tensor]:
     """Gate values (N, K) of the named MN layers for every image of ``data`` (eval mode)."""
@@ -56,16 +70,11 @@ def collect_gates(model: nn.Module, data: ImageTensors, layer_names: Sequence[st
             pooled = x.flatten(2).mean(2) if x.dim() > 2 else x
             gates[name].append(torch.softmax(mod.gate(pooled.float()), dim=1))
         hooks.append(layer.register_forward_pre_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        device = next(model.parameters()).device
-        for x, _, _ in TensorLoader(data, batch_size, shuffle=False, device=device):  # as eval feeds them
-            model(x)
+        forward_in_eval(model, data, batch_size)
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     return {n: torch.cat(v) for n, v in gates.items()}
 
 

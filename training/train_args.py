@@ -107,7 +107,8 @@ def _coerce(parser: argparse.ArgumentParser, dest: str, value: Any) -> Any:
 
 
 def _check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Values no run can use, named before any data loads (recipes included: they skip argparse's types)."""
+    """Values no run can use, named before any data loads, whether they came from the command line,
+    a recipe or a resumed run's config.yaml (argparse checks none of these ranges)."""
     at_least = {"batch_size": 1, "eval_batch_size": 1, "epochs": 1, "crop_pad": 0, "input_size": 1, "workers": 0,
                 "log_interval": 0, "checkpoint_hist": 0, "warmup_epochs": 0, "warmup_lr": 0, "min_lr": 0, "lr": 0,
                 "weight_decay": 0, "threads": 1, "num_classes": 1, "train_subset": 1, "eval_subset": 1}
